@@ -1,0 +1,67 @@
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: install
+install: $(STAMP) ## create .venv and install agentlb with its dev dependencies
+
+.PHONY: test
+test: $(STAMP) ## run the whole test suite
+	$(BIN)/python -m pytest -q
+
+.PHONY: lint
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check src tests benchmarks examples
+
+.PHONY: format
+format: $(STAMP) ## ruff format and fix
+	$(BIN)/ruff check --fix src tests benchmarks examples
+	$(BIN)/ruff format src tests benchmarks examples
+
+.PHONY: typecheck
+typecheck: $(STAMP) ## mypy --strict on src/
+	$(BIN)/mypy
+
+.PHONY: db
+db: $(STAMP) ## create or upgrade the database
+	$(BIN)/agentlb db upgrade
+
+.PHONY: bootstrap
+bootstrap: $(STAMP) ## database, demo fleet and a first model where there is none
+	$(BIN)/agentlb bootstrap
+
+.PHONY: serve
+serve: bootstrap ## set everything up and serve the API on 127.0.0.1:8000
+	$(BIN)/agentlb serve --host $(HOST) --port $(PORT)
+
+.PHONY: train
+train: $(STAMP) ## train from the store (or a simulated history when it has too little)
+	$(BIN)/agentlb train --from-db --simulate-if-short
+
+.PHONY: mlflow-ui
+mlflow-ui: $(STAMP) ## the MLflow UI on 127.0.0.1:5000 to compare models
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///var/mlflow.db --default-artifact-root var/mlartifacts
+
+.PHONY: bench
+bench: $(STAMP) ## selection micro-benchmark and the strategy benchmark
+	$(BIN)/agentlb bench-select --agents 10,100,1000
+	$(BIN)/agentlb benchmark --scenarios all --strategies all --seeds 5 --out var/benchmark
+
+.PHONY: clean
+clean: ## remove generated state (keeps .venv)
+	rm -rf var models/champion

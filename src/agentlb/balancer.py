@@ -1,0 +1,331 @@
+"""The balancer: filters candidates, calls a strategy, falls back, ejects outliers, explains.
+
+Filtering and ejection follow Envoy: consecutive-failure outlier detection with a cool-down
+of base_time x times ejected, at most `max_ejection_percent` of the fleet ejected, and a
+panic threshold below which ejection is ignored rather than overloading the few left.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentlb.domain import (
+    AgentLoadMetrics,
+    AgentState,
+    CompletedTask,
+    FleetSnapshot,
+    RankedAgent,
+    SelectionResult,
+    TaskOutcome,
+    TaskRequest,
+)
+from agentlb.errors import AllAgentsEjectedError, NoEligibleAgentError, UnknownStrategyError
+from agentlb.features import agent_state_features, dispatch_row
+from agentlb.predictor.base import PredictorRef
+from agentlb.predictor.heuristic import HeuristicPredictor
+from agentlb.settings import DEFAULT_HYBRID_WEIGHTS, Settings
+from agentlb.strategies import Hybrid, LeastConnection, Strategy, StrategyDecision, build_strategies
+from agentlb.tracker import AgentLoadTracker
+
+log = logging.getLogger("agentlb.balancer")
+
+EXPIRY_CHECK_INTERVAL_S = 5.0
+
+
+@dataclass(frozen=True)
+class BalancerConfig:
+    default_strategy: str = "hybrid"
+    ejection_consecutive_failures: int = 5
+    ejection_base_time_s: float = 30.0
+    max_ejection_percent: float = 50.0
+    panic_threshold_percent: float = 50.0
+    panic_mode_enabled: bool = True
+    slow_start_window_s: float = 30.0
+    peak_ewma_decay_s: float = 10.0
+    hybrid_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_HYBRID_WEIGHTS))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BalancerConfig:
+        return cls(
+            default_strategy=settings.default_strategy,
+            ejection_consecutive_failures=settings.ejection_consecutive_failures,
+            ejection_base_time_s=settings.ejection_base_time_s,
+            max_ejection_percent=settings.max_ejection_percent,
+            panic_threshold_percent=settings.panic_threshold_percent,
+            panic_mode_enabled=settings.panic_mode_enabled,
+            slow_start_window_s=settings.slow_start_window_s,
+            peak_ewma_decay_s=settings.peak_ewma_decay_s,
+            hybrid_weights=dict(settings.hybrid_weights),
+        )
+
+
+@dataclass
+class BalancerStats:
+    selections_by_strategy: Counter[str] = field(default_factory=Counter)
+    selections_by_agent: Counter[str] = field(default_factory=Counter)
+    fallbacks: int = 0
+    ejections: int = 0
+    panics: int = 0
+
+    @property
+    def total_selections(self) -> int:
+        return sum(self.selections_by_strategy.values())
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    states: list[AgentState]
+    notes: list[str]
+    panic: bool
+
+
+class Balancer:
+    """Selects agents for tasks with the named strategy and keeps the tracker in step."""
+
+    def __init__(
+        self,
+        tracker: AgentLoadTracker,
+        predictor: PredictorRef | None = None,
+        config: BalancerConfig | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.tracker = tracker
+        self.predictor = predictor or PredictorRef(HeuristicPredictor())
+        self.config = config or BalancerConfig()
+        self.strategies: dict[str, Strategy] = build_strategies(
+            self.predictor,
+            seed,
+            self.config.hybrid_weights,
+            self.config.slow_start_window_s,
+            self.config.peak_ewma_decay_s,
+        )
+        self._fallback = LeastConnection(seed)
+        self._lock = threading.Lock()
+        self.stats = BalancerStats()
+        self._last_expiry_check = float("-inf")
+
+    @property
+    def strategy_names(self) -> list[str]:
+        return list(self.strategies)
+
+    @property
+    def hybrid_weights(self) -> dict[str, float]:
+        hybrid = self.strategies[Hybrid.name]
+        assert isinstance(hybrid, Hybrid)
+        return dict(hybrid.weights)
+
+    def set_hybrid_weights(self, weights: Mapping[str, float]) -> dict[str, float]:
+        """Validate, normalise and apply hybrid weights at once; returns the applied weights."""
+        hybrid = self.strategies[Hybrid.name]
+        assert isinstance(hybrid, Hybrid)
+        with self._lock:
+            hybrid.set_weights(weights)
+        return dict(hybrid.weights)
+
+    # --- selection ------------------------------------------------------------------
+    def candidates(self, task: TaskRequest, snapshot: FleetSnapshot, agent_ids: Collection[str] | None = None) -> _Candidates:
+        """Enabled agents with every required capability, not ejected, below max concurrency."""
+        required = task.required_capabilities
+        allowed = set(agent_ids) if agent_ids is not None else None
+        capable = [
+            s
+            for s in snapshot.agents
+            if s.agent.enabled
+            and required <= s.agent.capabilities
+            and (allowed is None or s.agent.id in allowed)
+        ]
+        if not capable:
+            offered: set[str] = set()
+            for s in snapshot.agents:
+                if s.agent.enabled and (allowed is None or s.agent.id in allowed):
+                    offered |= s.agent.capabilities
+            missing = required - offered
+            if missing:
+                raise NoEligibleAgentError(missing)
+            raise NoEligibleAgentError(
+                required,
+                "no single enabled agent has all the required capabilities: "
+                + (", ".join(sorted(required)) or "(no enabled agents)"),
+            )
+        now = snapshot.now
+        healthy = [s for s in capable if not s.is_ejected(now)]
+        notes: list[str] = []
+        panic = False
+        healthy_pct = 100.0 * len(healthy) / len(capable)
+        if healthy_pct < self.config.panic_threshold_percent or not healthy:
+            if self.config.panic_mode_enabled:
+                panic = True
+                notes.append(
+                    f"panic mode: only {len(healthy)} of {len(capable)} capable agents healthy, ejection ignored"
+                )
+                healthy = capable
+            elif not healthy:
+                raise AllAgentsEjectedError(
+                    f"all {len(capable)} capable agents are ejected and panic mode is off"
+                )
+        free = [s for s in healthy if s.active_tasks < s.agent.max_concurrency]
+        if not free:
+            notes.append(f"all {len(healthy)} candidate agents at capacity, choosing among all")
+            free = healthy
+        return _Candidates(free, notes, panic)
+
+    def select(
+        self,
+        task: TaskRequest,
+        strategy: str | None = None,
+        top_k: int = 1,
+        agent_ids: Collection[str] | None = None,
+        record: bool = True,
+    ) -> SelectionResult:
+        """Choose an agent for `task`; with `record` the dispatch is counted as in flight."""
+        name = strategy or self.config.default_strategy
+        chosen_strategy = self.strategies.get(name)
+        if chosen_strategy is None:
+            raise UnknownStrategyError(name, self.strategies)
+        self._expire_if_due()
+        snapshot = self.tracker.snapshot()
+        pool = self.candidates(task, snapshot, agent_ids)
+        fallback_reason = ""
+        try:
+            with self._lock:
+                decision = chosen_strategy.decide(task, pool.states, snapshot)
+        except Exception as exc:  # the strategy or its predictor failed: degrade, visibly
+            log.warning("strategy %s failed, falling back to least_connection: %s", name, exc)
+            fallback_reason = f"{name} failed ({type(exc).__name__}: {exc}); least_connection fallback"
+            with self._lock:
+                decision = self._fallback.decide(task, pool.states, snapshot)
+        predictor_fallback = (
+            chosen_strategy.uses_predictor
+            and not fallback_reason
+            and self.predictor.fallback_reason is not None
+        )
+        if predictor_fallback:
+            fallback_reason = f"model unavailable ({self.predictor.fallback_reason}); heuristic predictor used"
+        result = self._result(task, name, decision, pool, snapshot, top_k, fallback_reason)
+        if record:
+            self.tracker.dispatch(
+                result.selected_agent.id,
+                task,
+                result.predicted_completion.service_p50_s if result.predicted_completion else None,
+                dispatched_at=snapshot.now,
+            )
+        with self._lock:
+            self.stats.selections_by_strategy[name] += 1
+            self.stats.selections_by_agent[result.selected_agent.id] += 1
+            self.stats.fallbacks += int(result.fallback_used)
+            self.stats.panics += int(pool.panic)
+        return result
+
+    def _result(
+        self,
+        task: TaskRequest,
+        name: str,
+        decision: StrategyDecision,
+        pool: _Candidates,
+        snapshot: FleetSnapshot,
+        top_k: int,
+        fallback_reason: str,
+    ) -> SelectionResult:
+        states = {s.agent.id: s for s in pool.states}
+        selected = states[decision.chosen]
+        prediction = decision.predictions.get(decision.chosen)
+        ranked = sorted(
+            (s for s in pool.states if s.agent.id != decision.chosen),
+            key=lambda s: -decision.scores.get(s.agent.id, 0.0),
+        )[: max(top_k, 0)]
+        alternatives = tuple(
+            RankedAgent(
+                s.agent.id,
+                s.agent.name,
+                decision.scores.get(s.agent.id, 0.0),
+                decision.predictions[s.agent.id].p50_s if s.agent.id in decision.predictions else None,
+                decision.predictions[s.agent.id].p90_s if s.agent.id in decision.predictions else None,
+            )
+            for s in ranked
+        )
+        label = "Hybrid selection" if name == Hybrid.name else f"{name} selection"
+        reason = f"{label} ({decision.detail})" if decision.detail else label
+        if fallback_reason:
+            reason += f"; {fallback_reason}"
+        if pool.notes:
+            reason += "; " + "; ".join(pool.notes)
+        features = agent_state_features(selected, task.task_type, snapshot)
+        return SelectionResult(
+            task_id=task.task_id,
+            selected_agent=selected.agent,
+            strategy_used=name,
+            confidence_score=min(max(decision.confidence, 0.0), 1.0),
+            load_metrics=AgentLoadMetrics.from_state(
+                selected, snapshot, prediction.p50_s if prediction else 0.0
+            ),
+            selection_reason=reason,
+            fallback_used=bool(fallback_reason),
+            alternative_agents=alternatives,
+            strategy_scores=(
+                {k: v[decision.chosen] for k, v in decision.component_scores.items()}
+                if decision.component_scores
+                else {}
+            ),
+            predicted_completion=prediction,
+            model_version=decision.model_version,
+            dispatch_features=dispatch_row(task, features),
+            task_type=task.task_type,
+            task_attributes=dict(task.requirements),
+            dispatched_at=snapshot.now,
+            panic=pool.panic,
+        )
+
+    # --- outcomes -------------------------------------------------------------------
+    def report(self, outcome: TaskOutcome, finished_at: float | None = None) -> CompletedTask:
+        """Learn from an outcome and eject the agent if it keeps failing (Envoy consecutive_5xx)."""
+        completed = self.tracker.complete(outcome, finished_at)
+        if outcome.success:
+            return completed
+        state = self.tracker.state(outcome.agent_id)
+        if state.consecutive_failures < self.config.ejection_consecutive_failures:
+            return completed
+        snapshot = self.tracker.snapshot()
+        now = snapshot.now
+        enabled = [s for s in snapshot.agents if s.agent.enabled]
+        ejected = sum(1 for s in enabled if s.is_ejected(now))
+        if enabled and 100.0 * (ejected + 1) / len(enabled) > self.config.max_ejection_percent:
+            log.info("not ejecting %s: max_ejection_percent reached", outcome.agent_id)
+            return completed
+        until = now + self.config.ejection_base_time_s * (state.times_ejected + 1)
+        self.tracker.eject(outcome.agent_id, until)
+        with self._lock:
+            self.stats.ejections += 1
+        log.warning("ejected agent %s until %.1f after %d consecutive failures",
+                    outcome.agent_id, until, state.consecutive_failures)
+        return CompletedTask(
+            completed.task_id, completed.agent_id, completed.task_type,
+            completed.dispatched_at, completed.predicted_service_s, ejected=True,
+        )
+
+    def _expire_if_due(self) -> None:
+        now = self.tracker.clock()
+        if now - self._last_expiry_check >= EXPIRY_CHECK_INTERVAL_S:
+            self._last_expiry_check = now
+            expired = self.tracker.expire_stale(now)
+            if expired:
+                log.info("in-flight expiry: %d tasks stopped counting", len(expired))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "default_strategy": self.config.default_strategy,
+            "strategies": self.strategy_names,
+            "hybrid_weights": self.hybrid_weights,
+        }
+
+
+def healthy_counts(snapshot: FleetSnapshot) -> tuple[int, int]:
+    """(enabled agents, of which ejected now)."""
+    enabled = [s for s in snapshot.agents if s.agent.enabled]
+    return len(enabled), sum(1 for s in enabled if s.is_ejected(snapshot.now))
+
+

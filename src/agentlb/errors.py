@@ -1,0 +1,95 @@
+"""Specific exceptions; the API maps each to one HTTP status in one place (api/errors.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class AgentLBError(Exception):
+    """Base of every error agentlb raises on purpose."""
+
+
+class SettingsError(AgentLBError):
+    """A configuration value is invalid; the message names the environment variable."""
+
+
+class NoEligibleAgentError(AgentLBError):
+    """No enabled agent has every required capability."""
+
+    def __init__(self, missing_capabilities: Iterable[str], detail: str = "") -> None:
+        self.missing_capabilities = sorted(missing_capabilities)
+        message = detail or (
+            "no enabled agent has the required capabilities: "
+            + (", ".join(self.missing_capabilities) or "(no agents registered)")
+        )
+        super().__init__(message)
+
+
+class AllAgentsEjectedError(AgentLBError):
+    """Every capable agent is ejected and panic mode is off."""
+
+
+class UnknownAgentError(AgentLBError):
+    def __init__(self, agent_id: str) -> None:
+        self.agent_id = agent_id
+        super().__init__(f"unknown agent: {agent_id!r}")
+
+
+class UnknownTaskError(AgentLBError):
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"unknown task: {task_id!r} (never dispatched or expired)")
+
+
+class TaskAlreadyCompletedError(AgentLBError):
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"task {task_id!r} is already completed")
+
+
+class DuplicateTaskError(AgentLBError):
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"task {task_id!r} is already dispatched")
+
+
+class ConflictingOutcomeError(AgentLBError):
+    """A second outcome for a task differs from the one already recorded."""
+
+    def __init__(self, task_id: str, fields: Iterable[str]) -> None:
+        self.task_id = task_id
+        self.fields = sorted(fields)
+        super().__init__(
+            f"task {task_id!r} already has a different outcome (differs in: {', '.join(self.fields)})"
+        )
+
+
+class ConflictingAgentError(AgentLBError):
+    """The same agent id was defined twice with different definitions."""
+
+
+class UnknownStrategyError(AgentLBError):
+    def __init__(self, name: str, valid: Iterable[str]) -> None:
+        self.name = name
+        self.valid = sorted(valid)
+        super().__init__(f"unknown strategy {name!r}; valid: {', '.join(self.valid)}")
+
+
+class InvalidWeightsError(AgentLBError):
+    pass
+
+
+class StoreUnavailableError(AgentLBError):
+    """The database cannot be written; selections go on from memory."""
+
+
+class HistoryValidationError(AgentLBError):
+    """A history file or frame breaks the history-file contract."""
+
+
+class ModelLoadError(AgentLBError):
+    """A model bundle or registry version cannot be loaded."""
+
+
+class BenchmarkLimitError(AgentLBError):
+    pass

@@ -1,0 +1,263 @@
+"""THE feature definition, shared by serving and training.
+
+Serving builds rows from live `AgentState`s (`agent_state_features`, `FeatureSpec.encode_candidates`);
+what it computed for the selected agent is logged with the dispatch as `agent_*` columns;
+training reads those logged values back (`FeatureSpec.encode_frame`). Both paths encode
+through the same functions, so a row means the same thing in both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from agentlb.domain import AgentState, AttributeValue, FleetSnapshot, TaskRequest
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FEATURE_VERSION = "1"
+NAN = float("nan")
+
+# Agent state at dispatch, in this order. Missing knowledge is NaN (LightGBM's "missing").
+AGENT_STATE_FEATURES: tuple[str, ...] = (
+    "agent_in_flight",
+    "agent_max_concurrency",
+    "agent_load_score",
+    "agent_ewma_type_s",
+    "agent_ewma_s",
+    "agent_type_samples",
+    "agent_success_rate",
+    "agent_cpu_usage",
+    "agent_memory_usage",
+    "agent_trend_slope",
+    "agent_fleet_ewma_type_s",
+    "agent_specialization",
+)
+
+# History-file columns that are not task attributes (DESIGN.md contract plus dispatch metadata).
+RESERVED_COLUMNS: frozenset[str] = frozenset(
+    {
+        "task_id",
+        "arrival_time",
+        "agent_id",
+        "success",
+        "task_type",
+        "duration_s",
+        "finished_at",
+        "strategy",
+        "model_version",
+        "predicted_p50_s",
+        "predicted_p90_s",
+        "confidence",
+        "fallback_used",
+        "error",
+    }
+)
+CATEGORICAL_BASE = ("task_type", "agent_id")
+
+
+def _opt(value: float | None) -> float:
+    return NAN if value is None else float(value)
+
+
+def agent_state_features(
+    state: AgentState, task_type: str, snapshot: FleetSnapshot
+) -> dict[str, float]:
+    """The agent's state as the predictor sees it at dispatch time."""
+    own_type = state.ewma_duration_by_type.get(task_type)
+    fleet_type = snapshot.fleet_ewma_by_type.get(task_type)
+    specialization = fleet_type / own_type if own_type and fleet_type else NAN
+    return {
+        "agent_in_flight": float(state.active_tasks),
+        "agent_max_concurrency": float(state.agent.max_concurrency),
+        "agent_load_score": state.load_score,
+        "agent_ewma_type_s": _opt(own_type),
+        "agent_ewma_s": _opt(state.ewma_duration_s),
+        "agent_type_samples": float(state.samples_by_type.get(task_type, 0)),
+        "agent_success_rate": state.success_rate,
+        "agent_cpu_usage": state.cpu_usage,
+        "agent_memory_usage": state.memory_usage,
+        "agent_trend_slope": state.trend_slope,
+        "agent_fleet_ewma_type_s": _opt(fleet_type),
+        "agent_specialization": specialization,
+    }
+
+
+def attribute_columns(columns: Iterable[str]) -> list[str]:
+    """Task-attribute columns of a history frame: everything neither reserved nor `agent_*`."""
+    return [c for c in columns if c not in RESERVED_COLUMNS and not c.startswith("agent_")]
+
+
+def _numeric(value: Any) -> float:
+    if value is None or isinstance(value, str):
+        try:
+            return float(value) if value is not None and value.strip() else NAN
+        except ValueError:
+            return NAN
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return NAN
+    return result if math.isfinite(result) else NAN
+
+
+def _category_key(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
+
+
+@dataclass
+class FeatureSpec:
+    """Which columns a model uses, their order, and the category vocabularies it learned.
+
+    Saved inside a model bundle; serving refuses a bundle whose `version` differs.
+    """
+
+    numeric_attributes: list[str] = field(default_factory=list)
+    categorical_attributes: list[str] = field(default_factory=list)
+    vocabularies: dict[str, list[str]] = field(default_factory=dict)
+    version: str = FEATURE_VERSION
+
+    @property
+    def categorical_columns(self) -> list[str]:
+        return [*CATEGORICAL_BASE, *self.categorical_attributes]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [
+            *CATEGORICAL_BASE,
+            *AGENT_STATE_FEATURES,
+            *self.numeric_attributes,
+            *self.categorical_attributes,
+        ]
+
+    @property
+    def categorical_indices(self) -> list[int]:
+        names = self.feature_names
+        return [names.index(c) for c in self.categorical_columns]
+
+    def _codes(self) -> dict[str, dict[str, int]]:
+        cache: dict[str, dict[str, int]] | None = getattr(self, "_code_cache", None)
+        if cache is None:
+            cache = {c: {v: i for i, v in enumerate(vs)} for c, vs in self.vocabularies.items()}
+            self._code_cache = cache
+        return cache
+
+    def encode_category(self, column: str, value: Any) -> float:
+        key = _category_key(value)
+        if key is None:
+            return NAN
+        code = self._codes().get(column, {}).get(key)
+        return NAN if code is None else float(code)
+
+    # --- building a spec from a history frame (training) ----------------------------
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, max_categories: int = 200) -> FeatureSpec:
+        import pandas as pd
+
+        numeric: list[str] = []
+        categorical: list[str] = []
+        for column in attribute_columns(frame.columns):
+            series = frame[column]
+            if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+                numeric.append(column)
+            else:
+                categorical.append(column)
+        vocabularies: dict[str, list[str]] = {}
+        for column in [*CATEGORICAL_BASE, *categorical]:
+            if column not in frame.columns:
+                vocabularies[column] = []
+                continue
+            counts = frame[column].dropna().astype(str).value_counts()
+            vocabularies[column] = sorted(counts.index[:max_categories].tolist())
+        return cls(numeric, categorical, vocabularies)
+
+    # --- training path ----------------------------------------------------------------
+    def encode_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        """A float64 matrix in `feature_names` order from a history frame."""
+        n = len(frame)
+        matrix = np.full((n, len(self.feature_names)), np.nan, dtype=np.float64)
+        for j, name in enumerate(self.feature_names):
+            if name not in frame.columns:
+                continue
+            values = frame[name].tolist()
+            if name in self.categorical_columns:
+                matrix[:, j] = [self.encode_category(name, v) for v in values]
+            else:
+                matrix[:, j] = [_numeric(v) for v in values]
+        return matrix
+
+    # --- serving path -----------------------------------------------------------------
+    def encode_candidates(
+        self,
+        task: TaskRequest,
+        candidates: Sequence[AgentState],
+        snapshot: FleetSnapshot,
+        state_rows: Sequence[Mapping[str, float]] | None = None,
+    ) -> np.ndarray:
+        """One row per candidate agent for this task, in `feature_names` order."""
+        task_part = [self.encode_category("task_type", task.task_type)]
+        attrs = task.requirements
+        numeric_part = [_numeric(attrs.get(c)) for c in self.numeric_attributes]
+        categorical_part = [self.encode_category(c, attrs.get(c)) for c in self.categorical_attributes]
+        rows = []
+        for i, state in enumerate(candidates):
+            features = (
+                state_rows[i] if state_rows is not None
+                else agent_state_features(state, task.task_type, snapshot)
+            )
+            rows.append(
+                [
+                    *task_part,
+                    self.encode_category("agent_id", state.agent.id),
+                    *(features[name] for name in AGENT_STATE_FEATURES),
+                    *numeric_part,
+                    *categorical_part,
+                ]
+            )
+        return np.asarray(rows, dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "numeric_attributes": self.numeric_attributes,
+            "categorical_attributes": self.categorical_attributes,
+            "vocabularies": self.vocabularies,
+            "feature_names": self.feature_names,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
+        return cls(
+            numeric_attributes=list(data["numeric_attributes"]),
+            categorical_attributes=list(data["categorical_attributes"]),
+            vocabularies={k: list(v) for k, v in data["vocabularies"].items()},
+            version=str(data["version"]),
+        )
+
+
+def dispatch_row(
+    task: TaskRequest, state_features: Mapping[str, float]
+) -> dict[str, AttributeValue]:
+    """The row logged with a dispatch: task type, attributes and the agent's state features."""
+    row: dict[str, AttributeValue] = {"task_type": task.task_type}
+    row.update({k: v for k, v in task.requirements.items()})
+    row.update({k: (None if math.isnan(v) else v) for k, v in state_features.items()})
+    return row
+
+
+def frame_hash(frame: pd.DataFrame) -> str:
+    """A stable content hash of a history frame (data lineage)."""
+    import pandas as pd
+
+    hashed = pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False)
+    return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]

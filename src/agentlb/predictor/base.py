@@ -1,0 +1,118 @@
+"""The `Predictor` protocol and the queueing arithmetic every predictor shares."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from agentlb.domain import AgentState, FleetSnapshot, PredictedCompletion, TaskRequest
+
+# A task running past its prediction still has this share of it left (never zero).
+MIN_REMAINING_SHARE = 0.1
+DEFAULT_SERVICE_S = 1.0
+
+
+@dataclass(frozen=True)
+class ServicePrediction:
+    """Predicted service time of one task on each candidate (same order), p50 and p90."""
+
+    p50_s: np.ndarray
+    p90_s: np.ndarray
+
+
+class Predictor(Protocol):
+    """Predicts how long a task would run on each candidate agent, in one batched call."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    def predict_service(
+        self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+    ) -> ServicePrediction: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class PredictorRef:
+    """Holds the live predictor; `swap` replaces it atomically (hot reload).
+
+    A selection reads `current` once and uses that object throughout, so it never sees
+    half of one model and half of another.
+    """
+
+    def __init__(self, predictor: Predictor, fallback_reason: str | None = None) -> None:
+        self._lock = threading.Lock()
+        self._predictor = predictor
+        self.fallback_reason = fallback_reason
+
+    @property
+    def current(self) -> Predictor:
+        return self._predictor
+
+    def swap(self, predictor: Predictor, fallback_reason: str | None = None) -> None:
+        with self._lock:
+            self._predictor = predictor
+            self.fallback_reason = fallback_reason
+
+
+def typical_service_s(state: AgentState, task_type: str, snapshot: FleetSnapshot) -> float:
+    """Best simple guess of one task's service time on an agent, from learned EWMAs."""
+    for value in (
+        state.ewma_duration_by_type.get(task_type),
+        state.ewma_duration_s,
+        snapshot.fleet_ewma_by_type.get(task_type),
+        snapshot.fleet_ewma_s,
+    ):
+        if value is not None and value > 0:
+            return value
+    return DEFAULT_SERVICE_S
+
+
+def expected_wait_s(state: AgentState, snapshot: FleetSnapshot) -> float:
+    """Expected wait before a new task starts on `state.agent`.
+
+    The agent runs `max_concurrency` tasks at once, first come first served. The first
+    `max_concurrency` in-flight tasks are running, with their predicted remaining times; the
+    rest queue with their full predicted service times. Playing that queue forward on the
+    slots gives the time the next slot frees up for the new task.
+    """
+    slots = state.agent.max_concurrency
+    in_flight = state.in_flight
+    if len(in_flight) < slots:
+        return 0.0
+    now = snapshot.now
+    free_at: list[float] = []
+    for entry in in_flight[:slots]:
+        service = entry.predicted_service_s or typical_service_s(state, entry.task_type, snapshot)
+        remaining = service - (now - entry.dispatched_at)
+        free_at.append(max(remaining, MIN_REMAINING_SHARE * service))
+    heapq.heapify(free_at)
+    for entry in in_flight[slots:]:
+        service = entry.predicted_service_s or typical_service_s(state, entry.task_type, snapshot)
+        heapq.heapreplace(free_at, free_at[0] + service)
+    return free_at[0]
+
+
+def completion_times(
+    task: TaskRequest,
+    candidates: Sequence[AgentState],
+    snapshot: FleetSnapshot,
+    predictor: Predictor,
+) -> list[PredictedCompletion]:
+    """Completion from now on each candidate: wait behind its in-flight work plus service."""
+    service = predictor.predict_service(task, candidates, snapshot)
+    result = []
+    for i, state in enumerate(candidates):
+        wait = expected_wait_s(state, snapshot)
+        p50 = float(service.p50_s[i])
+        p90 = max(float(service.p90_s[i]), p50)
+        result.append(PredictedCompletion(wait + p50, wait + p90, p50, p90, wait))
+    return result

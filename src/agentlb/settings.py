@@ -1,0 +1,140 @@
+"""Settings from the environment (prefix `AGENTLB_`), built by `load_settings()`, never at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agentlb.errors import SettingsError
+
+DEFAULT_HYBRID_WEIGHTS: dict[str, float] = {
+    "weighted_round_robin": 0.25,
+    "least_connection": 0.25,
+    "predictive": 0.30,
+    "resource_aware": 0.20,
+}
+HYBRID_COMPONENTS = tuple(DEFAULT_HYBRID_WEIGHTS)
+MODEL_NAME = "agentlb-completion-time"
+
+
+def normalise_weights(weights: dict[str, float]) -> dict[str, float]:
+    """Validate hybrid weights (known names, finite, non-negative, not all zero); sum to 1."""
+    unknown = sorted(set(weights) - set(HYBRID_COMPONENTS))
+    if unknown:
+        raise ValueError(
+            f"unknown strategies {unknown}; hybrid combines {', '.join(HYBRID_COMPONENTS)}"
+        )
+    for name, value in weights.items():
+        if not isinstance(value, (int, float)) or value != value or value in (
+            float("inf"),
+            float("-inf"),
+        ):
+            raise ValueError(f"weight for {name} must be a finite number")
+        if value < 0:
+            raise ValueError(f"weight for {name} must be >= 0, got {value}")
+    total = float(sum(weights.values()))
+    if total <= 0:
+        raise ValueError("weights must not all be zero")
+    return {name: float(weights.get(name, 0.0)) / total for name in HYBRID_COMPONENTS}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTLB_", extra="ignore")
+
+    home: Path = Field(default_factory=Path.cwd)
+    database_url: str | None = None
+    mlflow_tracking_uri: str | None = None
+    model_uri: str | None = None
+    api_key: SecretStr | None = None
+    admin_key: SecretStr | None = None
+
+    default_strategy: str = "hybrid"
+    hybrid_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_HYBRID_WEIGHTS))
+
+    ejection_consecutive_failures: int = Field(default=5, ge=1)
+    ejection_base_time_s: float = Field(default=30.0, gt=0)
+    max_ejection_percent: float = Field(default=50.0, ge=0, le=100)
+    panic_threshold_percent: float = Field(default=50.0, ge=0, le=100)
+    panic_mode_enabled: bool = True
+    slow_start_window_s: float = Field(default=30.0, ge=0)
+    in_flight_expiry_s: float = Field(default=3600.0, gt=0)
+    ewma_alpha: float = Field(default=0.2, gt=0, le=1)
+    peak_ewma_decay_s: float = Field(default=10.0, gt=0)
+
+    model_poll_interval_s: float = Field(default=30.0, ge=0)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    cors_origins: list[str] = Field(default_factory=list)
+    log_level: str = "INFO"
+    seed: int | None = None
+
+    @field_validator("default_strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        from agentlb.domain import LoadBalancingStrategy
+
+        valid = {s.value for s in LoadBalancingStrategy}
+        if value not in valid:
+            raise ValueError(f"unknown strategy {value!r}; valid: {', '.join(sorted(valid))}")
+        return value
+
+    @field_validator("hybrid_weights")
+    @classmethod
+    def _valid_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        return normalise_weights(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _valid_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Settings:
+        self.home = self.home.expanduser().resolve()
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.var_dir / 'agentlb.db'}"
+        if self.mlflow_tracking_uri is None:
+            self.mlflow_tracking_uri = f"sqlite:///{self.var_dir / 'mlflow.db'}"
+        if self.model_uri is None:
+            self.model_uri = str(self.models_dir / "champion")
+        return self
+
+    @property
+    def var_dir(self) -> Path:
+        return self.home / "var"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.var_dir / "mlartifacts"
+
+    @property
+    def db_url(self) -> str:
+        assert self.database_url is not None
+        return self.database_url
+
+    @property
+    def tracking_uri(self) -> str:
+        assert self.mlflow_tracking_uri is not None
+        return self.mlflow_tracking_uri
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment plus overrides; a bad value raises `SettingsError`
+    naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "AGENTLB_" + "_".join(str(p) for p in error["loc"][:1]).upper()
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from exc

@@ -1,0 +1,80 @@
+"""What every strategy is: a pure scorer of candidate agents for one task."""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from agentlb.domain import AgentState, FleetSnapshot, PredictedCompletion, TaskRequest
+
+SLOW_START_MIN_FACTOR = 0.1
+
+
+@dataclass(frozen=True)
+class StrategyDecision:
+    """A strategy's pick, its scores for every candidate (0-1, higher is better) and why."""
+
+    chosen: str
+    scores: Mapping[str, float]
+    confidence: float
+    predictions: Mapping[str, PredictedCompletion] = field(default_factory=dict)
+    component_scores: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    component_choices: Mapping[str, str] = field(default_factory=dict)
+    detail: str = ""
+    model_version: str | None = None
+
+
+class Strategy(ABC):
+    """A selection strategy. `__init__` stores parameters only; learned state ends in `_`.
+
+    Strategies never do I/O; the simulator and the service call the same objects.
+    """
+
+    name: ClassVar[str]
+    short_name: ClassVar[str]
+    uses_predictor: ClassVar[bool] = False
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self.rng_ = random.Random(seed)
+
+    @abstractmethod
+    def decide(
+        self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+    ) -> StrategyDecision:
+        """Pick one of `candidates` (never empty) for `task`."""
+
+    def argmax(self, scores: Mapping[str, float]) -> str:
+        """The best-scoring agent; exact ties are broken by this strategy's seeded generator."""
+        best = max(scores.values())
+        tied = [agent_id for agent_id, s in scores.items() if s == best]
+        return tied[0] if len(tied) == 1 else self.rng_.choice(tied)
+
+
+def slow_start_factor(state: AgentState, now: float, window_s: float) -> float:
+    """Envoy slow start: a new agent's weight ramps linearly over the window, from 10%."""
+    if window_s <= 0:
+        return 1.0
+    age = now - state.registered_at
+    if age >= window_s:
+        return 1.0
+    return max(SLOW_START_MIN_FACTOR, age / window_s)
+
+
+def scale_to_max(values: Mapping[str, float]) -> dict[str, float]:
+    top = max(values.values())
+    if top <= 0:
+        return {k: 1.0 for k in values}
+    return {k: v / top for k, v in values.items()}
+
+
+StrategyFactory = Callable[..., Strategy]
+REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    REGISTRY[cls.name] = cls
+    return cls

@@ -1,0 +1,412 @@
+"""Live per-agent state: in-flight tasks, decayed success rate, duration EWMAs, resources, trend.
+
+Thread-safe (one lock); time comes from an injected clock so the simulator can drive it.
+The tracker learns only from reported outcomes and heartbeats.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from agentlb.domain import (
+    Agent,
+    AgentState,
+    CompletedTask,
+    FleetSnapshot,
+    InFlightTask,
+    TaskOutcome,
+    TaskRequest,
+    WorkloadTrend,
+)
+from agentlb.errors import (
+    ConflictingOutcomeError,
+    DuplicateTaskError,
+    TaskAlreadyCompletedError,
+    UnknownAgentError,
+    UnknownTaskError,
+)
+
+Clock = Callable[[], float]
+
+TREND_WINDOW = 16
+TREND_THRESHOLD = 0.25
+FINISHED_MEMORY = 100_000
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    ewma_alpha: float = 0.2
+    success_alpha: float = 0.1
+    peak_ewma_decay_s: float = 10.0
+    in_flight_expiry_s: float = 3600.0
+
+
+@dataclass
+class _AgentRecord:
+    agent: Agent
+    registered_at: float
+    history_only: bool = False
+    in_flight: dict[str, InFlightTask] = field(default_factory=dict)
+    completed: int = 0
+    failed: int = 0
+    success_rate: float = 1.0
+    ewma_s: float | None = None
+    ewma_by_type: dict[str, float] = field(default_factory=dict)
+    var_by_type: dict[str, float] = field(default_factory=dict)
+    samples_by_type: dict[str, int] = field(default_factory=dict)
+    peak_cost_s: float = 0.0
+    peak_stamp: float = 0.0
+    cpu_usage: float = 0.0
+    memory_usage: float = 0.0
+    queue_length: int = 0
+    load_samples: deque[tuple[float, int]] = field(
+        default_factory=lambda: deque(maxlen=TREND_WINDOW)
+    )
+    consecutive_failures: int = 0
+    ejected_until: float = 0.0
+    times_ejected: int = 0
+    cached: AgentState | None = None
+
+
+def _trend(samples: Iterable[tuple[float, int]], max_concurrency: int) -> tuple[float, WorkloadTrend]:
+    """Least-squares slope of in-flight count over the recent window (tasks per second),
+    classified by how much it moved the agent's load over that window."""
+    points = list(samples)
+    if len(points) < 3:
+        return 0.0, WorkloadTrend.STABLE
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    var_t = sum((t - mean_t) ** 2 for t, _ in points)
+    if var_t <= 0:
+        return 0.0, WorkloadTrend.STABLE
+    slope = sum((t - mean_t) * (y - mean_y) for t, y in points) / var_t
+    span = points[-1][0] - points[0][0]
+    change = slope * span / max_concurrency
+    if change > TREND_THRESHOLD:
+        return slope, WorkloadTrend.INCREASING
+    if change < -TREND_THRESHOLD:
+        return slope, WorkloadTrend.DECREASING
+    return slope, WorkloadTrend.STABLE
+
+
+class AgentLoadTracker:
+    """Live state of every agent; `snapshot()` hands strategies an immutable view."""
+
+    def __init__(self, clock: Clock = time.time, config: TrackerConfig | None = None) -> None:
+        self.clock = clock
+        self.config = config or TrackerConfig()
+        self._lock = threading.RLock()
+        self._agents: dict[str, _AgentRecord] = {}
+        self._task_agent: dict[str, str] = {}
+        self._finished: OrderedDict[str, tuple[str, float, bool]] = OrderedDict()
+        self._fleet_cache: tuple[dict[str, float], float | None] | None = None
+        self._agents_cache: tuple[AgentState, ...] | None = None
+
+    # --- registry -------------------------------------------------------------------
+    def register(self, agent: Agent, registered_at: float | None = None) -> None:
+        """Add an agent or update its definition, keeping its learned statistics."""
+        with self._lock:
+            record = self._agents.get(agent.id)
+            if record is None:
+                when = self.clock() if registered_at is None else registered_at
+                self._agents[agent.id] = _AgentRecord(agent=agent, registered_at=when)
+            else:
+                record.agent = agent
+                record.history_only = False
+                record.cached = None
+            self._agents_cache = None
+
+    def remove(self, agent_id: str) -> None:
+        with self._lock:
+            record = self._require(agent_id)
+            for task_id in record.in_flight:
+                self._task_agent.pop(task_id, None)
+            del self._agents[agent_id]
+            self._invalidate(None)
+
+    def agent_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._agents)
+
+    def has_agent(self, agent_id: str) -> bool:
+        with self._lock:
+            return agent_id in self._agents
+
+    # --- tasks ----------------------------------------------------------------------
+    def dispatch(
+        self,
+        agent_id: str,
+        task: TaskRequest,
+        predicted_service_s: float | None = None,
+        dispatched_at: float | None = None,
+    ) -> InFlightTask:
+        with self._lock:
+            record = self._require(agent_id)
+            if task.task_id in self._task_agent:
+                raise DuplicateTaskError(task.task_id)
+            if task.task_id in self._finished:
+                raise TaskAlreadyCompletedError(task.task_id)
+            now = self.clock() if dispatched_at is None else dispatched_at
+            entry = InFlightTask(task.task_id, task.task_type, now, predicted_service_s)
+            record.in_flight[task.task_id] = entry
+            self._task_agent[task.task_id] = agent_id
+            record.load_samples.append((now, len(record.in_flight)))
+            self._invalidate(record)
+            return entry
+
+    def complete(self, outcome: TaskOutcome, finished_at: float | None = None) -> CompletedTask:
+        """Close the dispatch named by `outcome.task_id` and learn from the outcome.
+
+        Without a task id the outcome closes the agent's oldest in-flight task (of the same
+        task type when one is given); with none in flight it only updates the statistics.
+        An unknown, already completed or mismatched task id raises and changes nothing.
+        """
+        with self._lock:
+            record = self._require(outcome.agent_id)
+            now = self.clock() if finished_at is None else finished_at
+            entry: InFlightTask | None = None
+            if outcome.task_id is not None:
+                owner = self._task_agent.get(outcome.task_id)
+                if owner is None:
+                    if outcome.task_id in self._finished:
+                        raise TaskAlreadyCompletedError(outcome.task_id)
+                    raise UnknownTaskError(outcome.task_id)
+                if owner != outcome.agent_id:
+                    raise ConflictingOutcomeError(outcome.task_id, ["agent_id"])
+                entry = record.in_flight[outcome.task_id]
+            else:
+                entry = self._oldest_in_flight(record, outcome.task_type)
+            task_type = outcome.task_type or (entry.task_type if entry else None)
+            if entry is not None:
+                del record.in_flight[entry.task_id]
+                del self._task_agent[entry.task_id]
+                self._remember_finished(entry.task_id, outcome.agent_id, outcome)
+            self._observe(record, outcome, task_type, now)
+            record.load_samples.append((now, len(record.in_flight)))
+            self._invalidate(record)
+            return CompletedTask(
+                task_id=entry.task_id if entry else None,
+                agent_id=outcome.agent_id,
+                task_type=task_type,
+                dispatched_at=entry.dispatched_at if entry else None,
+                predicted_service_s=entry.predicted_service_s if entry else None,
+                ejected=False,
+            )
+
+    def learn(self, outcome: TaskOutcome, finished_at: float) -> None:
+        """Update statistics from a past outcome without touching in-flight tasks (restore)."""
+        with self._lock:
+            record = self._require(outcome.agent_id)
+            self._observe(record, outcome, outcome.task_type, finished_at)
+            self._invalidate(record)
+
+    def set_counts(self, agent_id: str, completed: int, failed: int) -> None:
+        with self._lock:
+            record = self._require(agent_id)
+            record.completed, record.failed = completed, failed
+            self._invalidate(record)
+
+    def mark_finished(self, task_id: str, agent_id: str) -> None:
+        """Remember a task as finished (restore), so a late duplicate is recognised."""
+        with self._lock:
+            self._finished[task_id] = (agent_id, 0.0, True)
+            self._trim_finished()
+
+    def is_in_flight(self, task_id: str) -> bool:
+        with self._lock:
+            return task_id in self._task_agent
+
+    def in_flight_owner(self, task_id: str) -> str | None:
+        with self._lock:
+            return self._task_agent.get(task_id)
+
+    def heartbeat(
+        self,
+        agent_id: str,
+        cpu_usage: float | None = None,
+        memory_usage: float | None = None,
+        queue_length: int | None = None,
+    ) -> None:
+        with self._lock:
+            record = self._require(agent_id)
+            if cpu_usage is not None:
+                record.cpu_usage = cpu_usage
+            if memory_usage is not None:
+                record.memory_usage = memory_usage
+            if queue_length is not None:
+                record.queue_length = queue_length
+            self._invalidate(record)
+
+    def eject(self, agent_id: str, until: float) -> None:
+        with self._lock:
+            record = self._require(agent_id)
+            record.ejected_until = until
+            record.times_ejected += 1
+            record.consecutive_failures = 0
+            self._invalidate(record)
+
+    def expire_stale(self, now: float | None = None) -> list[str]:
+        """Stop counting in-flight tasks older than the configured expiry; return their ids."""
+        with self._lock:
+            now = self.clock() if now is None else now
+            horizon = now - self.config.in_flight_expiry_s
+            expired: list[str] = []
+            for record in self._agents.values():
+                stale = [t for t, e in record.in_flight.items() if e.dispatched_at < horizon]
+                for task_id in stale:
+                    del record.in_flight[task_id]
+                    del self._task_agent[task_id]
+                    expired.append(task_id)
+                if stale:
+                    self._invalidate(record)
+            return expired
+
+    # --- reads ----------------------------------------------------------------------
+    def state(self, agent_id: str) -> AgentState:
+        with self._lock:
+            return self._state_of(self._require(agent_id))
+
+    def snapshot(self) -> FleetSnapshot:
+        with self._lock:
+            if self._agents_cache is None:
+                self._agents_cache = tuple(
+                    self._state_of(r) for r in self._agents.values() if not r.history_only
+                )
+            if self._fleet_cache is None:
+                self._fleet_cache = self._fleet_ewmas()
+            by_type, overall = self._fleet_cache
+            return FleetSnapshot(
+                now=self.clock(),
+                agents=self._agents_cache,
+                fleet_ewma_by_type=by_type,
+                fleet_ewma_s=overall,
+            )
+
+    def total_in_flight(self) -> int:
+        with self._lock:
+            return len(self._task_agent)
+
+    # --- internals ------------------------------------------------------------------
+    def _require(self, agent_id: str) -> _AgentRecord:
+        record = self._agents.get(agent_id)
+        if record is None:
+            raise UnknownAgentError(agent_id)
+        return record
+
+    def _invalidate(self, record: _AgentRecord | None) -> None:
+        if record is not None:
+            record.cached = None
+        self._agents_cache = None
+        self._fleet_cache = None
+
+    def _oldest_in_flight(self, record: _AgentRecord, task_type: str | None) -> InFlightTask | None:
+        for entry in record.in_flight.values():
+            if task_type is None or entry.task_type == task_type:
+                return entry
+        return None
+
+    def _remember_finished(self, task_id: str, agent_id: str, outcome: TaskOutcome) -> None:
+        self._finished[task_id] = (agent_id, outcome.duration_s, outcome.success)
+        self._trim_finished()
+
+    def _trim_finished(self) -> None:
+        while len(self._finished) > FINISHED_MEMORY:
+            self._finished.popitem(last=False)
+
+    def _observe(
+        self, record: _AgentRecord, outcome: TaskOutcome, task_type: str | None, now: float
+    ) -> None:
+        cfg = self.config
+        duration = outcome.duration_s
+        if outcome.success:
+            record.completed += 1
+            record.consecutive_failures = 0
+        else:
+            record.failed += 1
+            record.consecutive_failures += 1
+        record.success_rate += cfg.success_alpha * (float(outcome.success) - record.success_rate)
+        if outcome.cpu_usage is not None:
+            record.cpu_usage = outcome.cpu_usage
+        if outcome.memory_usage is not None:
+            record.memory_usage = outcome.memory_usage
+        if not outcome.success:
+            return  # a failed task's duration says little about how long work takes
+        a = cfg.ewma_alpha
+        record.ewma_s = duration if record.ewma_s is None else record.ewma_s + a * (duration - record.ewma_s)
+        if task_type is not None:
+            previous = record.ewma_by_type.get(task_type)
+            if previous is None:
+                record.ewma_by_type[task_type] = duration
+                record.var_by_type[task_type] = 0.0
+            else:
+                diff = duration - previous
+                incr = a * diff
+                record.ewma_by_type[task_type] = previous + incr
+                record.var_by_type[task_type] = (1 - a) * (record.var_by_type[task_type] + diff * incr)
+            record.samples_by_type[task_type] = record.samples_by_type.get(task_type, 0) + 1
+        # Finagle's peak EWMA: jump to a higher latency at once, decay towards lower ones.
+        elapsed = max(now - record.peak_stamp, 0.0)
+        weight = math.exp(-elapsed / cfg.peak_ewma_decay_s)
+        if duration > record.peak_cost_s:
+            record.peak_cost_s = duration
+        else:
+            record.peak_cost_s = record.peak_cost_s * weight + duration * (1.0 - weight)
+        record.peak_stamp = now
+
+    def _state_of(self, record: _AgentRecord) -> AgentState:
+        if record.cached is None:
+            slope, trend = _trend(record.load_samples, record.agent.max_concurrency)
+            record.cached = AgentState(
+                agent=record.agent,
+                active_tasks=len(record.in_flight),
+                completed_tasks=record.completed,
+                failed_tasks=record.failed,
+                success_rate=record.success_rate,
+                ewma_duration_s=record.ewma_s,
+                ewma_duration_by_type=dict(record.ewma_by_type),
+                ewma_variance_by_type=dict(record.var_by_type),
+                samples_by_type=dict(record.samples_by_type),
+                peak_ewma_s=record.peak_cost_s,
+                peak_ewma_stamp=record.peak_stamp,
+                cpu_usage=record.cpu_usage,
+                memory_usage=record.memory_usage,
+                queue_length=record.queue_length,
+                trend_slope=slope,
+                workload_trend=trend,
+                consecutive_failures=record.consecutive_failures,
+                ejected_until=record.ejected_until,
+                times_ejected=record.times_ejected,
+                registered_at=record.registered_at,
+                in_flight=tuple(record.in_flight.values()),
+            )
+        return record.cached
+
+    def _fleet_ewmas(self) -> tuple[dict[str, float], float | None]:
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        overall: list[float] = []
+        for record in self._agents.values():
+            for task_type, value in record.ewma_by_type.items():
+                sums[task_type] = sums.get(task_type, 0.0) + value
+                counts[task_type] = counts.get(task_type, 0) + 1
+            if record.ewma_s is not None:
+                overall.append(record.ewma_s)
+        by_type = {t: sums[t] / counts[t] for t in sums}
+        return by_type, (sum(overall) / len(overall) if overall else None)
+
+    def register_history_only(self, agent_id: str) -> None:
+        """An agent known only from imported history: kept for training, never selected."""
+        with self._lock:
+            if agent_id not in self._agents:
+                self._agents[agent_id] = _AgentRecord(
+                    agent=Agent(id=agent_id, name=agent_id, enabled=False),
+                    registered_at=self.clock(),
+                    history_only=True,
+                )
+                self._agents_cache = None
