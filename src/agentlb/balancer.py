@@ -7,11 +7,13 @@ panic threshold below which ejection is ignored rather than overloading the few 
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from agentlb.domain import (
@@ -128,17 +130,27 @@ class Balancer:
         return dict(hybrid.weights)
 
     # --- selection ------------------------------------------------------------------
-    def candidates(self, task: TaskRequest, snapshot: FleetSnapshot, agent_ids: Collection[str] | None = None) -> _Candidates:
+    def candidates(
+        self, task: TaskRequest, snapshot: FleetSnapshot, agent_ids: Collection[str] | None = None
+    ) -> _Candidates:
         """Enabled agents with every required capability, not ejected, below max concurrency."""
         required = task.required_capabilities
         allowed = set(agent_ids) if agent_ids is not None else None
-        capable = [
-            s
-            for s in snapshot.agents
-            if s.agent.enabled
-            and required <= s.agent.capabilities
-            and (allowed is None or s.agent.id in allowed)
-        ]
+        now = snapshot.now
+        capable: list[AgentState] = []
+        healthy: list[AgentState] = []
+        free: list[AgentState] = []
+        for s in snapshot.agents:
+            agent = s.agent
+            if not agent.enabled or not required <= agent.capabilities:
+                continue
+            if allowed is not None and agent.id not in allowed:
+                continue
+            capable.append(s)
+            if now >= s.ejected_until:
+                healthy.append(s)
+                if s.active_tasks < agent.max_concurrency:
+                    free.append(s)
         if not capable:
             offered: set[str] = set()
             for s in snapshot.agents:
@@ -152,8 +164,6 @@ class Balancer:
                 "no single enabled agent has all the required capabilities: "
                 + (", ".join(sorted(required)) or "(no enabled agents)"),
             )
-        now = snapshot.now
-        healthy = [s for s in capable if not s.is_ejected(now)]
         notes: list[str] = []
         panic = False
         healthy_pct = 100.0 * len(healthy) / len(capable)
@@ -161,14 +171,15 @@ class Balancer:
             if self.config.panic_mode_enabled:
                 panic = True
                 notes.append(
-                    f"panic mode: only {len(healthy)} of {len(capable)} capable agents healthy, ejection ignored"
+                    f"panic mode: only {len(healthy)} of {len(capable)} capable agents healthy, "
+                    "ejection ignored"
                 )
                 healthy = capable
+                free = [s for s in capable if s.active_tasks < s.agent.max_concurrency]
             elif not healthy:
                 raise AllAgentsEjectedError(
                     f"all {len(capable)} capable agents are ejected and panic mode is off"
                 )
-        free = [s for s in healthy if s.active_tasks < s.agent.max_concurrency]
         if not free:
             notes.append(f"all {len(healthy)} candidate agents at capacity, choosing among all")
             free = healthy
@@ -205,7 +216,9 @@ class Balancer:
             and self.predictor.fallback_reason is not None
         )
         if predictor_fallback:
-            fallback_reason = f"model unavailable ({self.predictor.fallback_reason}); heuristic predictor used"
+            fallback_reason = (
+                f"model unavailable ({self.predictor.fallback_reason}); heuristic predictor used"
+            )
         result = self._result(task, name, decision, pool, snapshot, top_k, fallback_reason)
         if record:
             self.tracker.dispatch(
@@ -231,13 +244,15 @@ class Balancer:
         top_k: int,
         fallback_reason: str,
     ) -> SelectionResult:
-        states = {s.agent.id: s for s in pool.states}
-        selected = states[decision.chosen]
+        selected = snapshot.get(decision.chosen)
+        assert selected is not None
         prediction = decision.predictions.get(decision.chosen)
-        ranked = sorted(
-            (s for s in pool.states if s.agent.id != decision.chosen),
-            key=lambda s: -decision.scores.get(s.agent.id, 0.0),
-        )[: max(top_k, 0)]
+        top = heapq.nlargest(max(top_k, 0) + 1, decision.scores.items(), key=itemgetter(1))
+        ranked = [
+            state
+            for agent_id, _ in top
+            if agent_id != decision.chosen and (state := snapshot.get(agent_id)) is not None
+        ][: max(top_k, 0)]
         alternatives = tuple(
             RankedAgent(
                 s.agent.id,
@@ -300,11 +315,19 @@ class Balancer:
         self.tracker.eject(outcome.agent_id, until)
         with self._lock:
             self.stats.ejections += 1
-        log.warning("ejected agent %s until %.1f after %d consecutive failures",
-                    outcome.agent_id, until, state.consecutive_failures)
+        log.warning(
+            "ejected agent %s until %.1f after %d consecutive failures",
+            outcome.agent_id,
+            until,
+            state.consecutive_failures,
+        )
         return CompletedTask(
-            completed.task_id, completed.agent_id, completed.task_type,
-            completed.dispatched_at, completed.predicted_service_s, ejected=True,
+            completed.task_id,
+            completed.agent_id,
+            completed.task_type,
+            completed.dispatched_at,
+            completed.predicted_service_s,
+            ejected=True,
         )
 
     def _expire_if_due(self) -> None:
@@ -327,5 +350,3 @@ def healthy_counts(snapshot: FleetSnapshot) -> tuple[int, int]:
     """(enabled agents, of which ejected now)."""
     enabled = [s for s in snapshot.agents if s.agent.enabled]
     return len(enabled), sum(1 for s in enabled if s.is_ejected(snapshot.now))
-
-

@@ -15,7 +15,7 @@ from typing import Any
 AttributeValue = str | float | int | bool | None
 
 
-class LoadBalancingStrategy(str, enum.Enum):
+class LoadBalancingStrategy(enum.StrEnum):
     """Strategy names accepted by the API, the CLI and the Python API."""
 
     WEIGHTED_ROUND_ROBIN = "weighted_round_robin"
@@ -29,7 +29,7 @@ class LoadBalancingStrategy(str, enum.Enum):
     PEAK_EWMA = "peak_ewma"
 
 
-class WorkloadTrend(str, enum.Enum):
+class WorkloadTrend(enum.StrEnum):
     INCREASING = "increasing"
     STABLE = "stable"
     DECREASING = "decreasing"
@@ -128,6 +128,14 @@ class FleetSnapshot:
     agents: tuple[AgentState, ...]
     fleet_ewma_by_type: Mapping[str, float]
     fleet_ewma_s: float | None
+    index: Mapping[str, int] = field(default_factory=dict)
+
+    def get(self, agent_id: str) -> AgentState | None:
+        """The agent's state, by the tracker's position index when it supplied one."""
+        if self.index:
+            position = self.index.get(agent_id)
+            return None if position is None else self.agents[position]
+        return next((s for s in self.agents if s.agent.id == agent_id), None)
 
     def by_id(self) -> dict[str, AgentState]:
         return {s.agent.id: s for s in self.agents}
@@ -178,9 +186,7 @@ class AgentLoadMetrics:
             capacity_score=state.capacity_score,
             predicted_completion_time=predicted_completion_s,
             workload_trend=state.workload_trend.value,
-            specialization_score={
-                t: snapshot.specialization(state, t) for t in state.ewma_duration_by_type
-            },
+            specialization_score={t: snapshot.specialization(state, t) for t in state.ewma_duration_by_type},
         )
 
 

@@ -66,9 +66,7 @@ def _opt(value: float | None) -> float:
     return NAN if value is None else float(value)
 
 
-def agent_state_features(
-    state: AgentState, task_type: str, snapshot: FleetSnapshot
-) -> dict[str, float]:
+def agent_state_features(state: AgentState, task_type: str, snapshot: FleetSnapshot) -> dict[str, float]:
     """The agent's state as the predictor sees it at dispatch time."""
     own_type = state.ewma_duration_by_type.get(task_type)
     fleet_type = snapshot.fleet_ewma_by_type.get(task_type)
@@ -212,7 +210,8 @@ class FeatureSpec:
         rows = []
         for i, state in enumerate(candidates):
             features = (
-                state_rows[i] if state_rows is not None
+                state_rows[i]
+                if state_rows is not None
                 else agent_state_features(state, task.task_type, snapshot)
             )
             rows.append(
@@ -245,9 +244,7 @@ class FeatureSpec:
         )
 
 
-def dispatch_row(
-    task: TaskRequest, state_features: Mapping[str, float]
-) -> dict[str, AttributeValue]:
+def dispatch_row(task: TaskRequest, state_features: Mapping[str, float]) -> dict[str, AttributeValue]:
     """The row logged with a dispatch: task type, attributes and the agent's state features."""
     row: dict[str, AttributeValue] = {"task_type": task.task_type}
     row.update({k: v for k, v in task.requirements.items()})

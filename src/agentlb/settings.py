@@ -24,13 +24,16 @@ def normalise_weights(weights: dict[str, float]) -> dict[str, float]:
     """Validate hybrid weights (known names, finite, non-negative, not all zero); sum to 1."""
     unknown = sorted(set(weights) - set(HYBRID_COMPONENTS))
     if unknown:
-        raise ValueError(
-            f"unknown strategies {unknown}; hybrid combines {', '.join(HYBRID_COMPONENTS)}"
-        )
+        raise ValueError(f"unknown strategies {unknown}; hybrid combines {', '.join(HYBRID_COMPONENTS)}")
     for name, value in weights.items():
-        if not isinstance(value, (int, float)) or value != value or value in (
-            float("inf"),
-            float("-inf"),
+        if (
+            not isinstance(value, (int, float))
+            or value != value
+            or value
+            in (
+                float("inf"),
+                float("-inf"),
+            )
         ):
             raise ValueError(f"weight for {name} must be a finite number")
         if value < 0:

@@ -10,8 +10,9 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from agentlb.domain import (
     Agent,
@@ -64,9 +65,7 @@ class _AgentRecord:
     cpu_usage: float = 0.0
     memory_usage: float = 0.0
     queue_length: int = 0
-    load_samples: deque[tuple[float, int]] = field(
-        default_factory=lambda: deque(maxlen=TREND_WINDOW)
-    )
+    load_samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=TREND_WINDOW))
     consecutive_failures: int = 0
     ejected_until: float = 0.0
     times_ejected: int = 0
@@ -107,6 +106,14 @@ class AgentLoadTracker:
         self._finished: OrderedDict[str, tuple[str, float, bool]] = OrderedDict()
         self._fleet_cache: tuple[dict[str, float], float | None] | None = None
         self._agents_cache: tuple[AgentState, ...] | None = None
+        self._states: list[AgentState] | None = None
+        self._index: Mapping[str, int] = MappingProxyType({})
+        self._dirty: set[str] = set()
+        # Running sums of every agent's EWMAs, so fleet means cost O(task types) to refresh.
+        self._type_sums: dict[str, float] = {}
+        self._type_counts: dict[str, int] = {}
+        self._overall_sum = 0.0
+        self._overall_count = 0
 
     # --- registry -------------------------------------------------------------------
     def register(self, agent: Agent, registered_at: float | None = None) -> None:
@@ -120,15 +127,25 @@ class AgentLoadTracker:
                 record.agent = agent
                 record.history_only = False
                 record.cached = None
-            self._agents_cache = None
+                self._fleet_cache = None
+            self._rebuild_all()
 
     def remove(self, agent_id: str) -> None:
         with self._lock:
             record = self._require(agent_id)
             for task_id in record.in_flight:
                 self._task_agent.pop(task_id, None)
+            for task_type, value in record.ewma_by_type.items():
+                self._type_sums[task_type] -= value
+                self._type_counts[task_type] -= 1
+                if self._type_counts[task_type] == 0:
+                    del self._type_sums[task_type], self._type_counts[task_type]
+            if record.ewma_s is not None:
+                self._overall_sum -= record.ewma_s
+                self._overall_count -= 1
             del self._agents[agent_id]
-            self._invalidate(None)
+            self._fleet_cache = None
+            self._rebuild_all()
 
     def agent_ids(self) -> list[str]:
         with self._lock:
@@ -189,7 +206,7 @@ class AgentLoadTracker:
                 self._remember_finished(entry.task_id, outcome.agent_id, outcome)
             self._observe(record, outcome, task_type, now)
             record.load_samples.append((now, len(record.in_flight)))
-            self._invalidate(record)
+            self._invalidate(record, learned=outcome.success)
             return CompletedTask(
                 task_id=entry.task_id if entry else None,
                 agent_id=outcome.agent_id,
@@ -204,7 +221,7 @@ class AgentLoadTracker:
         with self._lock:
             record = self._require(outcome.agent_id)
             self._observe(record, outcome, outcome.task_type, finished_at)
-            self._invalidate(record)
+            self._invalidate(record, learned=outcome.success)
 
     def set_counts(self, agent_id: str, completed: int, failed: int) -> None:
         with self._lock:
@@ -274,10 +291,21 @@ class AgentLoadTracker:
 
     def snapshot(self) -> FleetSnapshot:
         with self._lock:
+            if self._states is None:
+                live = [r for r in self._agents.values() if not r.history_only]
+                self._states = [self._state_of(r) for r in live]
+                self._index = MappingProxyType({r.agent.id: i for i, r in enumerate(live)})
+                self._dirty.clear()
+                self._agents_cache = None
+            if self._dirty:
+                for agent_id in self._dirty:
+                    position = self._index.get(agent_id)
+                    if position is not None:
+                        self._states[position] = self._state_of(self._agents[agent_id])
+                self._dirty.clear()
+                self._agents_cache = None
             if self._agents_cache is None:
-                self._agents_cache = tuple(
-                    self._state_of(r) for r in self._agents.values() if not r.history_only
-                )
+                self._agents_cache = tuple(self._states)
             if self._fleet_cache is None:
                 self._fleet_cache = self._fleet_ewmas()
             by_type, overall = self._fleet_cache
@@ -286,6 +314,7 @@ class AgentLoadTracker:
                 agents=self._agents_cache,
                 fleet_ewma_by_type=by_type,
                 fleet_ewma_s=overall,
+                index=self._index,
             )
 
     def total_in_flight(self) -> int:
@@ -299,11 +328,16 @@ class AgentLoadTracker:
             raise UnknownAgentError(agent_id)
         return record
 
-    def _invalidate(self, record: _AgentRecord | None) -> None:
-        if record is not None:
-            record.cached = None
+    def _invalidate(self, record: _AgentRecord, learned: bool = False) -> None:
+        """Mark one agent's cached state stale; `learned` when its duration EWMAs moved."""
+        record.cached = None
+        self._dirty.add(record.agent.id)
+        if learned:
+            self._fleet_cache = None
+
+    def _rebuild_all(self) -> None:
+        self._states = None
         self._agents_cache = None
-        self._fleet_cache = None
 
     def _oldest_in_flight(self, record: _AgentRecord, task_type: str | None) -> InFlightTask | None:
         for entry in record.in_flight.values():
@@ -319,9 +353,7 @@ class AgentLoadTracker:
         while len(self._finished) > FINISHED_MEMORY:
             self._finished.popitem(last=False)
 
-    def _observe(
-        self, record: _AgentRecord, outcome: TaskOutcome, task_type: str | None, now: float
-    ) -> None:
+    def _observe(self, record: _AgentRecord, outcome: TaskOutcome, task_type: str | None, now: float) -> None:
         cfg = self.config
         duration = outcome.duration_s
         if outcome.success:
@@ -338,17 +370,27 @@ class AgentLoadTracker:
         if not outcome.success:
             return  # a failed task's duration says little about how long work takes
         a = cfg.ewma_alpha
-        record.ewma_s = duration if record.ewma_s is None else record.ewma_s + a * (duration - record.ewma_s)
+        if record.ewma_s is None:
+            record.ewma_s = duration
+            self._overall_sum += duration
+            self._overall_count += 1
+        else:
+            step = a * (duration - record.ewma_s)
+            record.ewma_s += step
+            self._overall_sum += step
         if task_type is not None:
             previous = record.ewma_by_type.get(task_type)
             if previous is None:
                 record.ewma_by_type[task_type] = duration
                 record.var_by_type[task_type] = 0.0
+                self._type_sums[task_type] = self._type_sums.get(task_type, 0.0) + duration
+                self._type_counts[task_type] = self._type_counts.get(task_type, 0) + 1
             else:
                 diff = duration - previous
                 incr = a * diff
                 record.ewma_by_type[task_type] = previous + incr
                 record.var_by_type[task_type] = (1 - a) * (record.var_by_type[task_type] + diff * incr)
+                self._type_sums[task_type] += incr
             record.samples_by_type[task_type] = record.samples_by_type.get(task_type, 0) + 1
         # Finagle's peak EWMA: jump to a higher latency at once, decay towards lower ones.
         elapsed = max(now - record.peak_stamp, 0.0)
@@ -388,17 +430,10 @@ class AgentLoadTracker:
         return record.cached
 
     def _fleet_ewmas(self) -> tuple[dict[str, float], float | None]:
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        overall: list[float] = []
-        for record in self._agents.values():
-            for task_type, value in record.ewma_by_type.items():
-                sums[task_type] = sums.get(task_type, 0.0) + value
-                counts[task_type] = counts.get(task_type, 0) + 1
-            if record.ewma_s is not None:
-                overall.append(record.ewma_s)
-        by_type = {t: sums[t] / counts[t] for t in sums}
-        return by_type, (sum(overall) / len(overall) if overall else None)
+        """Mean over agents of their EWMA per task type and overall."""
+        by_type = {t: self._type_sums[t] / n for t, n in self._type_counts.items()}
+        overall = self._overall_sum / self._overall_count if self._overall_count else None
+        return by_type, overall
 
     def register_history_only(self, agent_id: str) -> None:
         """An agent known only from imported history: kept for training, never selected."""
@@ -409,4 +444,3 @@ class AgentLoadTracker:
                     registered_at=self.clock(),
                     history_only=True,
                 )
-                self._agents_cache = None

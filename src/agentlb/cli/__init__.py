@@ -15,7 +15,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def main() -> None:
     """agentlb: agent selection, simulation, training and serving."""

@@ -29,16 +29,24 @@ def warmed_balancer(n_agents: int, predictor: PredictorRef, seed: int = 0) -> Ba
     rng = random.Random(seed)
     for i in range(n_agents):
         tracker.register(
-            Agent(id=f"agent-{i}", name=f"Agent {i}", capabilities=frozenset({"work"}),
-                  max_concurrency=rng.choice((2, 4, 8))),
+            Agent(
+                id=f"agent-{i}",
+                name=f"Agent {i}",
+                capabilities=frozenset({"work"}),
+                max_concurrency=rng.choice((2, 4, 8)),
+            ),
             registered_at=0.0,
         )
     balancer = Balancer(tracker, predictor, BalancerConfig(slow_start_window_s=0), seed=seed)
     for i in range(n_agents * 20):
-        task = TaskRequest(task_type=TASK_TYPES[i % 4], requirements={"complexity": "medium", "tokens": 100 + i % 900})
+        task = TaskRequest(
+            task_type=TASK_TYPES[i % 4], requirements={"complexity": "medium", "tokens": 100 + i % 900}
+        )
         result = balancer.select(task, "least_connection")
         clock_now[0] += 0.01
-        balancer.report(TaskOutcome(result.selected_agent.id, rng.uniform(0.5, 5.0), True, task.task_id, task.task_type))
+        balancer.report(
+            TaskOutcome(result.selected_agent.id, rng.uniform(0.5, 5.0), True, task.task_id, task.task_type)
+        )
     for i in range(n_agents):  # leave about one task in flight per agent
         balancer.select(TaskRequest(task_type=TASK_TYPES[i % 4]), "least_connection")
     return balancer
@@ -94,8 +102,15 @@ def register(app: typer.Typer) -> None:
             runs = iterations if size <= 100 else max(iterations // 4, 10)
             for name in names:
                 p50, p99 = measure(balancer, name, runs)
-                records.append({"strategy": name, "agents": size, "predictor": predictor,
-                                "p50_us": round(p50, 1), "p99_us": round(p99, 1)})
+                records.append(
+                    {
+                        "strategy": name,
+                        "agents": size,
+                        "predictor": predictor,
+                        "p50_us": round(p50, 1),
+                        "p99_us": round(p99, 1),
+                    }
+                )
         if as_json:
             typer.echo(json.dumps(records, indent=2))
             return

@@ -40,7 +40,9 @@ class WeightedRoundRobin(Strategy):
         self.slow_start_window_s = slow_start_window_s
         self.current_: dict[str, float] = {}
 
-    def weights(self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot) -> dict[str, float]:
+    def weights(
+        self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+    ) -> dict[str, float]:
         return {s.agent.id: wrr_weight(s, task, snapshot, self.slow_start_window_s) for s in candidates}
 
     def pick(self, weights: Mapping[str, float]) -> str:
@@ -55,7 +57,9 @@ class WeightedRoundRobin(Strategy):
         self.current_[best_id] -= total
         return best_id
 
-    def decide(self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot) -> StrategyDecision:
+    def decide(
+        self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+    ) -> StrategyDecision:
         weights = self.weights(task, candidates, snapshot)
         chosen = self.pick(weights)
         scores = scale_to_max(weights)
@@ -74,10 +78,14 @@ class LeastConnection(Strategy):
     name = "least_connection"
     short_name = "lc"
 
-    def decide(self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot) -> StrategyDecision:
+    def decide(
+        self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+    ) -> StrategyDecision:
         scores = {s.agent.id: 1.0 / (1.0 + adjusted_load(s)) for s in candidates}
         chosen = self.argmax(scores)
-        return StrategyDecision(chosen, scores, scores[chosen], detail=f"adjusted load {1 / scores[chosen] - 1:.2f}")
+        return StrategyDecision(
+            chosen, scores, scores[chosen], detail=f"adjusted load {1 / scores[chosen] - 1:.2f}"
+        )
 
 
 def resource_score(state: AgentState, performance_factor: float) -> float:
@@ -87,12 +95,7 @@ def resource_score(state: AgentState, performance_factor: float) -> float:
     memory_availability = 1.0 - min(state.memory_usage / 100.0, 1.0)
     queue = max(state.active_tasks, state.queue_length)
     queue_factor = 1.0 - min(queue / state.agent.max_concurrency, 1.0)
-    return (
-        cpu_availability * 0.3
-        + memory_availability * 0.3
-        + queue_factor * 0.2
-        + performance_factor * 0.2
-    )
+    return cpu_availability * 0.3 + memory_availability * 0.3 + queue_factor * 0.2 + performance_factor * 0.2
 
 
 @register
@@ -105,7 +108,9 @@ class ResourceAware(Strategy):
     name = "resource_aware"
     short_name = "ra"
 
-    def decide(self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot) -> StrategyDecision:
+    def decide(
+        self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+    ) -> StrategyDecision:
         specialization = {s.agent.id: snapshot.specialization(s, task.task_type) for s in candidates}
         best = max(specialization.values())
         scores = {
@@ -121,7 +126,9 @@ class RandomChoice(Strategy):
     name = "random"
     short_name = "rand"
 
-    def decide(self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot) -> StrategyDecision:
+    def decide(
+        self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+    ) -> StrategyDecision:
         chosen = self.rng_.choice(candidates).agent.id
         scores = {s.agent.id: 1.0 for s in candidates}
         return StrategyDecision(chosen, scores, 1.0 / len(candidates), detail="uniform random")
@@ -138,7 +145,9 @@ class RoundRobin(Strategy):
         super().__init__(seed)
         self.last_: str | None = None
 
-    def decide(self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot) -> StrategyDecision:
+    def decide(
+        self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+    ) -> StrategyDecision:
         ids = sorted(s.agent.id for s in candidates)
         chosen = next((i for i in ids if self.last_ is not None and i > self.last_), ids[0])
         self.last_ = chosen
@@ -163,16 +172,20 @@ class PowerOfTwo(_TwoChoices):
     name = "power_of_two"
     short_name = "p2c"
 
-    def __init__(self, seed: int | None = None, active_request_bias: float = 1.0, slow_start_window_s: float = 30.0) -> None:
+    def __init__(
+        self, seed: int | None = None, active_request_bias: float = 1.0, slow_start_window_s: float = 30.0
+    ) -> None:
         super().__init__(seed)
         self.active_request_bias = active_request_bias
         self.slow_start_window_s = slow_start_window_s
 
     def score(self, state: AgentState, now: float) -> float:
         weight = state.agent.weight * slow_start_factor(state, now, self.slow_start_window_s)
-        return weight / (state.active_tasks + 1) ** self.active_request_bias
+        return float(weight / (state.active_tasks + 1) ** self.active_request_bias)
 
-    def decide(self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot) -> StrategyDecision:
+    def decide(
+        self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+    ) -> StrategyDecision:
         raw = {s.agent.id: self.score(s, snapshot.now) for s in candidates}
         pair = self.two(candidates)
         chosen = self.argmax({s.agent.id: raw[s.agent.id] for s in pair})
@@ -203,7 +216,9 @@ class PeakEwma(_TwoChoices):
             return NO_HISTORY_PENALTY
         return latency * (state.active_tasks + 1)
 
-    def decide(self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot) -> StrategyDecision:
+    def decide(
+        self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+    ) -> StrategyDecision:
         costs = {s.agent.id: self.cost(s, snapshot.now) for s in candidates}
         pair = self.two(candidates)
         chosen = self.argmax({s.agent.id: -costs[s.agent.id] for s in pair})

@@ -49,12 +49,15 @@ class Predictive(Strategy):
         best = min(p.p50_s for p in predictions.values())
         scores = {k: (best / p.p50_s if p.p50_s > 0 else 1.0) for k, p in predictions.items()}
         pool = scores
-        detail = f"predicted completion {{p50:.2f}} s"
+        detail = "predicted completion {p50:.2f} s"
         if task.deadline_s is not None:
             meeting = {k: s for k, s in scores.items() if predictions[k].p90_s <= task.deadline_s}
             if meeting:
                 pool = meeting
-                detail += f"; meets the {task.deadline_s:g} s deadline at p90 ({len(meeting)} of {len(scores)} agents do)"
+                detail += (
+                    f"; meets the {task.deadline_s:g} s deadline at p90"
+                    f" ({len(meeting)} of {len(scores)} agents do)"
+                )
             else:
                 detail += f"; no agent meets the {task.deadline_s:g} s deadline at p90, earliest chosen"
         chosen = self.argmax(pool)
@@ -68,7 +71,9 @@ class Predictive(Strategy):
             model_version=version,
         )
 
-    def decide(self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot) -> StrategyDecision:
+    def decide(
+        self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+    ) -> StrategyDecision:
         predictions, version = self.predict(task, candidates, snapshot)
         return self.decide_from(task, predictions, version)
 
@@ -111,7 +116,9 @@ class Hybrid(Strategy):
     def set_weights(self, weights: Mapping[str, float]) -> None:
         self.weights = normalise_weights(dict(weights))
 
-    def decide(self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot) -> StrategyDecision:
+    def decide(
+        self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+    ) -> StrategyDecision:
         weights = self.weights
         raw: dict[str, Mapping[str, float]] = {}
         choices: dict[str, str] = {}
