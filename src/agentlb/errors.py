@@ -93,3 +93,31 @@ class ModelLoadError(AgentLBError):
 
 class BenchmarkLimitError(AgentLBError):
     pass
+
+
+class FleetFileError(AgentLBError):
+    """A fleet file (YAML) breaks the fleet-file contract; the message names the agent and field."""
+
+
+class SimulationError(AgentLBError):
+    """A simulation cannot run as asked (unknown scenario, bad workload, missing dependency)."""
+
+
+class AuthenticationError(AgentLBError):
+    """A request lacks a valid API key (HTTP 401)."""
+
+
+class PermissionDeniedError(AgentLBError):
+    """A valid key without the admin right asked for an admin action (HTTP 403)."""
+
+
+class TrainingInProgressError(AgentLBError):
+    """Another training run holds the lock; a second one is refused, not interleaved."""
+
+
+class InvalidRecordError(AgentLBError, ValueError):
+    """A value the database refuses to store (e.g. text PostgreSQL cannot hold); nothing was written."""
+
+
+class InvalidOutcomeError(InvalidRecordError):
+    """An outcome the store refuses: a duration that is not finite, negative, or zero for a success."""
