@@ -229,6 +229,15 @@ class AgentLoadTracker:
             record.completed, record.failed = completed, failed
             self._invalidate(record)
 
+    def set_type_samples(self, agent_id: str, counts: Mapping[str, int]) -> None:
+        """All-time successful samples per task type (restore; the replay covers a window)."""
+        with self._lock:
+            record = self._require(agent_id)
+            for task_type, n in counts.items():
+                if task_type in record.samples_by_type:
+                    record.samples_by_type[task_type] = n
+            self._invalidate(record)
+
     def mark_finished(self, task_id: str, agent_id: str) -> None:
         """Remember a task as finished (restore), so a late duplicate is recognised."""
         with self._lock:

@@ -567,8 +567,8 @@ class Store:
         Registers agents, replays each agent's most recent outcomes oldest first (EWMAs,
         success rate, consecutive failures), sets the all-time completed/failed counts,
         re-dispatches tasks not yet finished and younger than `expiry_s`, and remembers
-        recently finished task ids so a late duplicate is recognised. Per-type sample counts
-        only cover the replayed window.
+        recently finished task ids so a late duplicate is recognised; per-type sample counts are
+        the all-time counts of successful outcomes.
         """
         horizon = now - expiry_s
         task_type = func.coalesce(OutcomeModel.task_type, DispatchModel.task_type)
@@ -603,6 +603,13 @@ class Store:
                     func.sum(case((OutcomeModel.success.is_(True), 1), else_=0)).label("completed"),
                     func.count().label("total"),
                 ).group_by(OutcomeModel.agent_id)
+            ).all()
+            type_samples = conn.execute(
+                select(OutcomeModel.agent_id, task_type.label("task_type"), func.count().label("n"))
+                .select_from(OutcomeModel)
+                .outerjoin(DispatchModel, DispatchModel.task_id == OutcomeModel.task_id)
+                .where(OutcomeModel.success.is_(True), task_type.is_not(None))
+                .group_by(OutcomeModel.agent_id, task_type)
             ).all()
             recent = conn.execute(
                 select(ranked)
@@ -652,6 +659,12 @@ class Store:
         for row in counts:
             completed = int(row.completed or 0)
             tracker.set_counts(row.agent_id, completed, int(row.total) - completed)
+        samples: dict[str, dict[str, int]] = {}
+        for row in type_samples:
+            samples.setdefault(row.agent_id, {})[row.task_type] = int(row.n)
+        for agent_id, by_type in samples.items():
+            if tracker.has_agent(agent_id):
+                tracker.set_type_samples(agent_id, by_type)
         restored = expired = skipped = 0
         for row in open_tasks:
             if row.dispatched_at < horizon:
