@@ -131,9 +131,17 @@ class Balancer:
 
     # --- selection ------------------------------------------------------------------
     def candidates(
-        self, task: TaskRequest, snapshot: FleetSnapshot, agent_ids: Collection[str] | None = None
+        self,
+        task: TaskRequest,
+        snapshot: FleetSnapshot,
+        agent_ids: Collection[str] | None = None,
+        queue_aware: bool = False,
     ) -> _Candidates:
-        """Enabled agents with every required capability, not ejected, below max concurrency."""
+        """Enabled agents with every required capability, not ejected, below max concurrency.
+
+        A queue-aware strategy also gets the agents whose slots are all busy: it weighs the
+        wait behind their work against a slower agent that is free now.
+        """
         required = task.required_capabilities
         allowed = set(agent_ids) if agent_ids is not None else None
         now = snapshot.now
@@ -180,7 +188,9 @@ class Balancer:
                 raise AllAgentsEjectedError(
                     f"all {len(capable)} capable agents are ejected and panic mode is off"
                 )
-        if not free:
+        if queue_aware:
+            free = healthy
+        elif not free:
             notes.append(f"all {len(healthy)} candidate agents at capacity, choosing among all")
             free = healthy
         return _Candidates(free, notes, panic)
@@ -200,7 +210,7 @@ class Balancer:
             raise UnknownStrategyError(name, self.strategies)
         self._expire_if_due()
         snapshot = self.tracker.snapshot()
-        pool = self.candidates(task, snapshot, agent_ids)
+        pool = self.candidates(task, snapshot, agent_ids, chosen_strategy.queue_aware)
         fallback_reason = ""
         try:
             with self._lock:

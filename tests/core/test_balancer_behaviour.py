@@ -107,8 +107,37 @@ def test_capacity_filter_and_full_fleet_reason(fleet_factory: Callable[..., Bala
     first = balancer.select(TaskRequest(task_type="t"), "round_robin")
     second = balancer.select(TaskRequest(task_type="t"), "round_robin")
     assert {first.selected_agent.id, second.selected_agent.id} == {"a0", "a1"}
-    third = balancer.select(TaskRequest(task_type="t"))
+    third = balancer.select(TaskRequest(task_type="t"), "least_connection")
     assert "at capacity" in third.selection_reason
+
+
+def test_queue_aware_strategy_may_wait_for_a_fast_agent(clock: FakeClock) -> None:
+    tracker = AgentLoadTracker(clock)
+    tracker.register(make_agent("fast", max_concurrency=1), registered_at=0.0)
+    tracker.register(make_agent("slow", max_concurrency=1), registered_at=0.0)
+    tracker.learn(TaskOutcome("fast", 1.0, True, task_type="t"), 1.0)
+    tracker.learn(TaskOutcome("slow", 10.0, True, task_type="t"), 1.0)
+    balancer = Balancer(tracker, config=BalancerConfig(slow_start_window_s=0), seed=1)
+    tracker.dispatch("fast", TaskRequest(task_type="t", task_id="busy"), predicted_service_s=1.0)
+    clock.advance(0.5)
+    # fast is full but frees in ~0.5 s and then takes 1 s; slow is free but takes 10 s
+    assert balancer.select(TaskRequest(task_type="t"), "predictive").selected_agent.id == "fast"
+    assert balancer.select(TaskRequest(task_type="t"), "least_connection").selected_agent.id == "slow"
+
+
+def test_overdue_running_work_marks_an_agent_slow(clock: FakeClock) -> None:
+    tracker = AgentLoadTracker(clock)
+    for agent_id in ("steady", "stalled"):
+        tracker.register(make_agent(agent_id, max_concurrency=4), registered_at=0.0)
+        tracker.learn(TaskOutcome(agent_id, 2.0, True, task_type="t"), 1.0)
+    tracker.dispatch("stalled", TaskRequest(task_type="t", task_id="stuck"), predicted_service_s=2.0)
+    clock.advance(7.0)
+    tracker.dispatch("steady", TaskRequest(task_type="t", task_id="fine"), predicted_service_s=2.0)
+    clock.advance(1.0)  # "stuck" has run 8 s of a predicted 2 s: 4x overdue; "fine" is on time
+    balancer = Balancer(tracker, config=BalancerConfig(slow_start_window_s=0), seed=1)
+    result = balancer.select(TaskRequest(task_type="t"), "predictive", top_k=1)
+    assert result.selected_agent.id == "steady"
+    assert result.alternative_agents[0].predicted_p50_s == pytest.approx(4 * 2.0 * (1 + 0.5 * 0.25), rel=0.01)
 
 
 class BrokenPredictor:

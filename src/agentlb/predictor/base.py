@@ -13,8 +13,11 @@ import numpy as np
 from agentlb.domain import AgentState, FleetSnapshot, PredictedCompletion, TaskRequest
 
 # A task running past its prediction still has this share of it left (never zero).
-MIN_REMAINING_SHARE = 0.1
+MIN_REMAINING_SHARE = 0.25
 DEFAULT_SERVICE_S = 1.0
+# Running work overdue by less than this ratio is ordinary noise, not a slowed agent.
+LATENESS_THRESHOLD = 1.5
+MAX_LATENESS = 10.0
 
 
 @dataclass(frozen=True)
@@ -76,13 +79,25 @@ def typical_service_s(state: AgentState, task_type: str, snapshot: FleetSnapshot
     return DEFAULT_SERVICE_S
 
 
-def expected_wait_s(state: AgentState, snapshot: FleetSnapshot) -> float:
+def lateness_factor(state: AgentState, now: float, task_type: str) -> float:
+    """How much slower than predicted the agent's running work of this task type is going,
+    from its in-flight tasks alone (no need to wait for a completion): the largest
+    elapsed / predicted among them, when it passes 1.5; otherwise 1. A slowed-down agent
+    shows here first. Per task type, so one mispredicted type does not taint the others."""
+    worst = 1.0
+    for entry in state.in_flight[: state.agent.max_concurrency]:
+        if entry.predicted_service_s and entry.task_type == task_type:
+            worst = max(worst, (now - entry.dispatched_at) / entry.predicted_service_s)
+    return min(worst, MAX_LATENESS) if worst >= LATENESS_THRESHOLD else 1.0
+
+
+def expected_wait_s(state: AgentState, snapshot: FleetSnapshot, lateness: float = 1.0) -> float:
     """Expected wait before a new task starts on `state.agent`.
 
     The agent runs `max_concurrency` tasks at once, first come first served. The first
     `max_concurrency` in-flight tasks are running, with their predicted remaining times; the
-    rest queue with their full predicted service times. Playing that queue forward on the
-    slots gives the time the next slot frees up for the new task.
+    rest queue with their full predicted service times (all scaled by the agent's lateness).
+    Playing that queue forward on the slots gives the time the next slot frees up.
     """
     slots = state.agent.max_concurrency
     in_flight = state.in_flight
@@ -91,12 +106,16 @@ def expected_wait_s(state: AgentState, snapshot: FleetSnapshot) -> float:
     now = snapshot.now
     free_at: list[float] = []
     for entry in in_flight[:slots]:
-        service = entry.predicted_service_s or typical_service_s(state, entry.task_type, snapshot)
+        service = lateness * (
+            entry.predicted_service_s or typical_service_s(state, entry.task_type, snapshot)
+        )
         remaining = service - (now - entry.dispatched_at)
         free_at.append(max(remaining, MIN_REMAINING_SHARE * service))
     heapq.heapify(free_at)
     for entry in in_flight[slots:]:
-        service = entry.predicted_service_s or typical_service_s(state, entry.task_type, snapshot)
+        service = lateness * (
+            entry.predicted_service_s or typical_service_s(state, entry.task_type, snapshot)
+        )
         heapq.heapreplace(free_at, free_at[0] + service)
     return free_at[0]
 
@@ -107,12 +126,15 @@ def completion_times(
     snapshot: FleetSnapshot,
     predictor: Predictor,
 ) -> list[PredictedCompletion]:
-    """Completion from now on each candidate: wait behind its in-flight work plus service."""
+    """Completion from now on each candidate: wait behind its in-flight work plus service,
+    both scaled by the agent's current lateness."""
     service = predictor.predict_service(task, candidates, snapshot)
     result = []
+    now = snapshot.now
     for i, state in enumerate(candidates):
-        wait = expected_wait_s(state, snapshot)
-        p50 = float(service.p50_s[i])
-        p90 = max(float(service.p90_s[i]), p50)
+        lateness = lateness_factor(state, now, task.task_type)
+        wait = expected_wait_s(state, snapshot, lateness)
+        p50 = lateness * float(service.p50_s[i])
+        p90 = max(lateness * float(service.p90_s[i]), p50)
         result.append(PredictedCompletion(wait + p50, wait + p90, p50, p90, wait))
     return result

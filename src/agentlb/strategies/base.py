@@ -36,6 +36,9 @@ class Strategy(ABC):
     name: ClassVar[str]
     short_name: ClassVar[str]
     uses_predictor: ClassVar[bool] = False
+    # A queue-aware strategy prices the wait behind an agent's in-flight work itself, so the
+    # balancer also offers it agents whose slots are all busy.
+    queue_aware: ClassVar[bool] = False
 
     def __init__(self, seed: int | None = None) -> None:
         self.seed = seed

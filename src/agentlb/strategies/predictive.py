@@ -31,6 +31,7 @@ class Predictive(Strategy):
     name = "predictive"
     short_name = "ml"
     uses_predictor = True
+    queue_aware = True
 
     def __init__(self, predictor: PredictorRef | None = None, seed: int | None = None) -> None:
         super().__init__(seed)
@@ -98,6 +99,11 @@ class Hybrid(Strategy):
     name = "hybrid"
     short_name = "hybrid"
     uses_predictor = True
+
+    @property
+    def queue_aware(self) -> bool:  # type: ignore[override]
+        """Queue-aware when the predictive component (which prices the wait) carries weight."""
+        return self.weights["predictive"] > 0
 
     def __init__(
         self,
