@@ -1,0 +1,5 @@
+"""The selection API (FastAPI): `create_app(settings)`."""
+
+from agentlb.api.app import create_app
+
+__all__ = ["create_app"]

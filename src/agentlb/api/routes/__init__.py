@@ -1,0 +1,1 @@
+"""Routers of the selection API; each is thin: schema → domain → service → schema."""

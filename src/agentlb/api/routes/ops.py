@@ -1,0 +1,40 @@
+"""Health and Prometheus metrics: open without a key, so probes and scrapers need none."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from agentlb.api.deps import ServiceDep
+from agentlb.api.schemas import HealthPublic
+from agentlb.observability import METRICS_CONTENT_TYPE
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get(
+    "/load-balancing/health",
+    response_model=HealthPublic,
+    responses={503: {"description": "unhealthy: no agent can be selected", "model": HealthPublic}},
+)
+def health(service: ServiceDep, response: Response) -> HealthPublic:
+    """healthy, degraded (database down, model unavailable, agents ejected) or unhealthy (no
+    agent can be selected; HTTP 503), with the reasons."""
+    report = service.health()
+    if report.status == "unhealthy":
+        response.status_code = 503
+    return HealthPublic(
+        status=report.status,
+        reasons=report.reasons,
+        database=report.database,
+        predictor=report.predictor,
+        agents_enabled=report.agents_enabled,
+        agents_ejected=report.agents_ejected,
+        dispatch_write_failures=report.dispatch_write_failures,
+    )
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {METRICS_CONTENT_TYPE: {}}}})
+def metrics(service: ServiceDep) -> Response:
+    """Prometheus exposition (served from a route: a mounted app would answer 307)."""
+    service.metrics.refresh_load_scores(service.tracker.snapshot().agents)
+    return Response(service.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)

@@ -1,0 +1,171 @@
+"""Selection, outcomes, weights, statistics and per-agent metrics (product spec paths)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
+
+from agentlb.api.deps import AdminDep, ClientDep, ServiceDep
+from agentlb.api.schemas import (
+    AgentMetricsPublic,
+    BenchmarkCreate,
+    LoadMetricsPublic,
+    ModelPublic,
+    PerformanceReceipt,
+    PerformanceUpdate,
+    SelectAgentRequest,
+    SelectAgentResponse,
+    StatisticsPublic,
+    WeightsPublic,
+    WeightsUpdate,
+)
+from agentlb.domain import TaskOutcome, TaskRequest
+
+router = APIRouter(prefix="/load-balancing", tags=["load balancing"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid API key"},
+    422: {"description": "Invalid body: each problem names the field and the reason"},
+}
+
+
+@router.post(
+    "/select-agent",
+    response_model=SelectAgentResponse,
+    responses={
+        **_ERRORS,
+        409: {
+            "description": "No enabled agent has the required capabilities (they are named), "
+            "or the task id is already in flight / completed"
+        },
+        503: {"description": "Every capable agent is ejected and panic mode is off"},
+    },
+)
+async def select_agent(body: SelectAgentRequest, service: ServiceDep, _: ClientDep) -> Response:
+    """Choose an agent for a task. The task counts as in flight on that agent until its
+    outcome is reported to `update-performance` with the returned `task_id`."""
+    task_kwargs = {} if body.task_id is None else {"task_id": body.task_id}
+    task = TaskRequest(
+        task_type=body.task_type,
+        required_capabilities=frozenset(body.required_capabilities),
+        requirements=dict(body.task_requirements),
+        deadline_s=body.deadline_s,
+        **task_kwargs,
+    )
+    # Runs on the event loop, not in the threadpool: the work is ~1 ms of CPU plus one short
+    # write, and thread hand-offs under the GIL cost more than they save (docs/benchmarks.md).
+    # A database that fails pauses dispatch writes (see AgentLBService.record_dispatch).
+    result = service.select(task, body.strategy, body.top_k, client_task_id=body.task_id is not None)
+    # Serialised once by pydantic instead of re-validated by FastAPI; `response_model` above
+    # still documents the body.
+    return Response(SelectAgentResponse.of(result).model_dump_json(), media_type="application/json")
+
+
+@router.post(
+    "/update-performance",
+    response_model=PerformanceReceipt,
+    responses={
+        **_ERRORS,
+        404: {"description": "Unknown agent, or a task id that was never dispatched (or expired)"},
+        409: {
+            "description": "A different outcome is already recorded for this task, or the task "
+            "was dispatched to another agent"
+        },
+        503: {"description": "The database is unavailable; nothing was recorded, retry later"},
+    },
+)
+def update_performance(body: PerformanceUpdate, service: ServiceDep, _: ClientDep) -> PerformanceReceipt:
+    """Report a finished task; a 200 means the outcome is committed to the database.
+
+    **With `task_id`** (recommended): closes exactly that dispatch. Sending the same outcome
+    again is harmless (`duplicate: true`); a different outcome for the same task is a 409.
+
+    **Without `task_id`**: the agent's oldest in-flight task (of `task_type`, when given) is
+    closed and the outcome is stored under that task's id, returned as `task_id`. If the agent
+    has nothing in flight, the outcome only updates its statistics and gets a new id. Retries
+    without a task id cannot be recognised as duplicates, and a 503 from the database can leave
+    the in-flight count already decremented: send task ids to keep counts exact.
+    """
+    outcome = TaskOutcome(
+        agent_id=body.agent_id,
+        duration_s=body.task_duration,
+        success=body.success,
+        task_id=body.task_id,
+        task_type=body.task_type,
+        cpu_usage=body.cpu_usage,
+        memory_usage=body.memory_usage,
+        error=body.error,
+    )
+    receipt = service.report_outcome(outcome)
+    return PerformanceReceipt(
+        task_id=receipt.task_id,
+        agent_id=receipt.agent_id,
+        duplicate=receipt.duplicate,
+        closed_dispatch=receipt.closed_dispatch,
+        ejected=receipt.ejected,
+    )
+
+
+@router.get("/statistics", response_model=StatisticsPublic, responses={401: _ERRORS[401]})
+def statistics(service: ServiceDep, _: ClientDep) -> StatisticsPublic:
+    """Strategy distribution, fallback rate, utilisation, load variance, over-utilised agents,
+    prediction accuracy per model version, and a summary per agent. Selection counts are since
+    this process started; prediction accuracy comes from the stored history."""
+    stats = service.statistics()
+    stats["agents"] = [LoadMetricsPublic.of(m) for m in stats["agents"]]
+    return StatisticsPublic(**stats)
+
+
+@router.post(
+    "/configure-weights",
+    response_model=WeightsPublic,
+    responses={**_ERRORS, 403: {"description": "Needs the admin key"}},
+)
+def configure_weights(body: WeightsUpdate, service: ServiceDep, who: AdminDep) -> WeightsPublic:
+    """Set the hybrid strategy's component weights: validated, normalised to sum 1, persisted,
+    effective for the next selection, and logged."""
+    previous = service.balancer.hybrid_weights
+    applied = service.configure_weights(body.weights, changed_by=who)
+    return WeightsPublic(weights=applied, previous=previous)
+
+
+@router.get(
+    "/agent/{agent_id}/metrics",
+    response_model=AgentMetricsPublic,
+    responses={401: _ERRORS[401], 404: {"description": "Unknown agent"}},
+)
+def agent_metrics(agent_id: str, service: ServiceDep, _: ClientDep) -> AgentMetricsPublic:
+    """The agent's live load metrics and a summary of its recent stored history."""
+    metrics, history = service.agent_metrics(agent_id)
+    return AgentMetricsPublic(agent_id=agent_id, metrics=LoadMetricsPublic.of(metrics), history=history)
+
+
+@router.post(
+    "/model/reload",
+    response_model=ModelPublic,
+    responses={
+        **_ERRORS,
+        403: {"description": "Needs the admin key"},
+        503: {"description": "The model could not be loaded; the current predictor stays"},
+    },
+)
+async def reload_model(service: ServiceDep, _: AdminDep) -> ModelPublic:
+    """Load the model at `AGENTLB_MODEL_URI` again (e.g. after a new champion) and swap it in."""
+    description = await run_in_threadpool(service.reload_model)
+    return ModelPublic(predictor=description)
+
+
+@router.post(
+    "/benchmark",
+    responses={**_ERRORS, 422: {"description": "Invalid body, unknown scenario/strategy, or a cap exceeded"}},
+)
+async def benchmark(body: BenchmarkCreate, service: ServiceDep, _: ClientDep) -> dict[str, Any]:
+    """Compare strategies in the simulator (same fleet and tasks for each strategy). Bounded:
+    at most 5,000 tasks per run, 3 seeds and 24 runs (scenarios x strategies x seeds); runs
+    in a worker thread so selections keep being served."""
+    result: dict[str, Any] = await run_in_threadpool(
+        service.run_benchmark, body.scenarios, body.strategies, body.seeds, body.tasks, body.load
+    )
+    return result

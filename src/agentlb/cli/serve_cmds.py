@@ -1,0 +1,112 @@
+"""`agentlb serve` and `agentlb bootstrap`."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import resource
+from typing import Annotated
+
+import typer
+
+from agentlb.errors import AgentLBError
+from agentlb.observability import configure_logging, log_event
+from agentlb.settings import Settings, load_settings
+
+log = logging.getLogger("agentlb.serve")
+
+SINGLE_WORKER_REASON = (
+    "agentlb serves with one worker per process: the live fleet state (in-flight tasks, EWMAs, "
+    "ejections) and the Prometheus counters are kept in that process's memory, so several "
+    "workers would each balance on a part of the truth. Run one process per host/port instead."
+)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except AgentLBError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _raise_open_file_limit() -> None:
+    """Each connection is a file descriptor; lift the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log_event(log, "fd_limit_unchanged", logging.WARNING, reason=str(exc), soft=soft)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(
+        host: Annotated[str, typer.Option(help="address to bind; loopback by default")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+        workers: Annotated[int, typer.Option(min=1, help="must be 1, see --help")] = 1,
+        access_log: Annotated[bool, typer.Option(help="uvicorn's per-request access log")] = False,
+    ) -> None:
+        """Serve the selection API (one worker per process: fleet state lives in memory)."""
+        if workers != 1:
+            typer.echo(f"error: --workers {workers} refused. {SINGLE_WORKER_REASON}", err=True)
+            raise typer.Exit(2)
+        settings = _settings_or_exit()
+        configure_logging(settings.log_level)
+        if not _is_loopback(host) and settings.api_key is None:
+            log_event(
+                log,
+                "insecure_bind",
+                logging.WARNING,
+                host=host,
+                reason="bound to a non-loopback address without AGENTLB_API_KEY: anyone who can reach "
+                "it can select agents and report outcomes",
+            )
+        if not _is_loopback(host) and settings.admin_key is None:
+            log_event(
+                log,
+                "insecure_bind",
+                logging.WARNING,
+                host=host,
+                reason="bound to a non-loopback address without AGENTLB_ADMIN_KEY: registry and weight "
+                "changes need no admin key",
+            )
+        _raise_open_file_limit()
+        import uvicorn
+
+        from agentlb.api import create_app
+
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level=settings.log_level.lower(),
+            access_log=access_log,
+            backlog=4096,
+            timeout_graceful_shutdown=10,
+        )
+
+    @app.command("bootstrap")
+    def bootstrap_cmd() -> None:
+        """Create or upgrade the database and register examples/fleet.yaml when the registry
+        is empty."""
+        from agentlb.service import bootstrap
+
+        settings = _settings_or_exit()
+        try:
+            report = bootstrap(settings, typer.echo)
+        except AgentLBError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        typer.echo(f"bootstrap done: {report.agents_registered} agents registered")

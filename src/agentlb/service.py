@@ -1,0 +1,617 @@
+"""The application service: one selection = balancer + dispatch record + metrics/log; one outcome
+= store + tracker. No HTTP types here, so the API, the CLI and scripts share one code path.
+
+Durability rule: an outcome is committed to the store before the tracker learns from it and
+before the API acknowledges it. A dispatch record is best effort: when the database is down a
+selection still succeeds from memory, the failure is counted and /health says "degraded".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentlb.balancer import Balancer, BalancerConfig, healthy_counts
+from agentlb.domain import (
+    Agent,
+    AgentLoadMetrics,
+    AgentState,
+    CompletedTask,
+    SelectionResult,
+    TaskOutcome,
+    TaskRequest,
+)
+from agentlb.errors import (
+    ConflictingOutcomeError,
+    DuplicateTaskError,
+    InvalidWeightsError,
+    ModelLoadError,
+    StoreUnavailableError,
+    TaskAlreadyCompletedError,
+    UnknownAgentError,
+    UnknownTaskError,
+)
+from agentlb.observability import Metrics, log_event, selection_log_fields
+from agentlb.predictor.base import Predictor, PredictorRef
+from agentlb.predictor.heuristic import HeuristicPredictor
+from agentlb.settings import Settings, normalise_weights
+from agentlb.sim.fleet import fleet_agents
+from agentlb.store import OutcomeWrite, Store
+from agentlb.tracker import AgentLoadTracker, Clock, TrackerConfig
+
+log = logging.getLogger("agentlb.service")
+selection_log = logging.getLogger("agentlb.selection")
+
+OVER_UTILISED_LOAD = 0.9
+BENCHMARK_MAX_TASKS = 5000
+BENCHMARK_MAX_SEEDS = 3
+BENCHMARK_MAX_RUNS = 24
+# A store failure this recent keeps /health at "degraded".
+STORE_FAILURE_WINDOW_S = 60.0
+# After a failed dispatch write, skip dispatch writes this long (selections stay fast).
+DISPATCH_WRITE_PAUSE_S = 5.0
+ProgressFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class OutcomeReceipt:
+    """What `report_outcome` did: the task it closed, whether it was a duplicate."""
+
+    task_id: str
+    agent_id: str
+    duplicate: bool
+    closed_dispatch: bool
+    ejected: bool
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    status: str  # healthy | degraded | unhealthy
+    reasons: list[str]
+    database: str
+    predictor: dict[str, Any]
+    agents_enabled: int
+    agents_ejected: int
+    dispatch_write_failures: int
+
+
+@dataclass
+class _StoreFailures:
+    dispatch_writes: int = 0
+    last_failure_at: float = float("-inf")
+    last_reason: str = ""
+
+
+@dataclass(frozen=True)
+class BootstrapReport:
+    migrated: bool
+    agents_registered: int
+    fleet_file: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+def load_predictor(settings: Settings) -> PredictorRef:
+    """The champion model when it loads, else the heuristic with the reason kept visible.
+
+    The service must start without a model: a fresh clone has none yet.
+    """
+    try:
+        predictor = _load_model(settings)
+    except ModelLoadError as exc:
+        log_event(log, "model_unavailable", logging.WARNING, reason=str(exc))
+        return PredictorRef(HeuristicPredictor(), fallback_reason=str(exc))
+    return PredictorRef(predictor)
+
+
+def _load_model(settings: Settings) -> Predictor:
+    if not settings.model_uri:
+        raise ModelLoadError("no model URI configured (AGENTLB_MODEL_URI)")
+    try:
+        from agentlb.predictor.model import ModelPredictor
+    except ImportError as exc:
+        raise ModelLoadError(f"model support is not available: {exc}") from exc
+    predictor: Predictor = ModelPredictor.from_uri(settings.model_uri, settings.tracking_uri)
+    return predictor
+
+
+def _alias_of(uri: str) -> str:
+    """`models:/name@champion` -> `champion`; a bundle path -> `bundle`."""
+    if uri.startswith("models:/") and "@" in uri:
+        return uri.rsplit("@", 1)[1]
+    return "bundle"
+
+
+class AgentLBService:
+    """Balancer, tracker and store wired together; every public method is thread-safe."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        tracker: AgentLoadTracker,
+        balancer: Balancer,
+        metrics: Metrics | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.tracker = tracker
+        self.balancer = balancer
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.started_at = clock()
+        self._failures = _StoreFailures()
+        self._failures_lock = threading.Lock()
+        self._model_lock = threading.Lock()
+        self._dispatch_paused_until = float("-inf")
+        # Hot writes (dispatches, outcomes) take turns in-process: SQLite writers that collide
+        # wait in its busy handler, which sleeps for up to 100 ms per try.
+        self._write_lock = threading.Lock()
+
+    @property
+    def predictor(self) -> PredictorRef:
+        return self.balancer.predictor
+
+    # --- lifecycle ------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls, settings: Settings, clock: Clock = time.time, predictor: PredictorRef | None = None
+    ) -> AgentLBService:
+        """Migrate and open the store, rebuild the tracker from it, load the predictor and
+        the last persisted hybrid weights."""
+        store = Store.open(settings.db_url)
+        try:
+            tracker = AgentLoadTracker(
+                clock,
+                TrackerConfig(
+                    ewma_alpha=settings.ewma_alpha,
+                    peak_ewma_decay_s=settings.peak_ewma_decay_s,
+                    in_flight_expiry_s=settings.in_flight_expiry_s,
+                ),
+            )
+            report = store.restore_tracker(tracker, settings.in_flight_expiry_s, clock())
+            ref = predictor or load_predictor(settings)
+            balancer = Balancer(tracker, ref, BalancerConfig.from_settings(settings), settings.seed)
+            weights = store.latest_weights()
+            if weights:
+                balancer.set_hybrid_weights(weights)
+        except BaseException:
+            store.close()
+            raise
+        service = cls(settings, store, tracker, balancer, clock=clock)
+        log_event(
+            log,
+            "service_started",
+            restore=_plain(report),
+            predictor=ref.current.describe(),
+            predictor_fallback=ref.fallback_reason,
+        )
+        if ref.fallback_reason is None:
+            service._record_deployment(ref.current, settings.model_uri or "")
+        return service
+
+    def close(self) -> None:
+        self.store.close()
+
+    # --- selection ------------------------------------------------------------------
+    def select(
+        self,
+        task: TaskRequest,
+        strategy: str | None = None,
+        top_k: int = 1,
+        client_task_id: bool = False,
+    ) -> SelectionResult:
+        """Select an agent, count the task in flight and log the dispatch (best effort).
+
+        `client_task_id`: the caller chose the id, so check the store for an older dispatch
+        or outcome under it (the tracker forgets expired tasks)."""
+        start = time.perf_counter()
+        if client_task_id:
+            self.check_task_id_unused(task.task_id)
+        result = self.choose(task, strategy, top_k)
+        self.record_dispatch(result, start)
+        return result
+
+    def check_task_id_unused(self, task_id: str) -> None:
+        """DuplicateTaskError when the store already has a dispatch or outcome under the id."""
+        if self._task_id_on_record(task_id):
+            raise DuplicateTaskError(task_id)
+
+    def choose(self, task: TaskRequest, strategy: str | None = None, top_k: int = 1) -> SelectionResult:
+        """The in-memory half of a selection (CPU only, no I/O): the task is now in flight."""
+        return self.balancer.select(task, strategy, top_k)
+
+    def record_dispatch(self, result: SelectionResult, started: float) -> None:
+        """The I/O half: log the dispatch in the store, then metrics and the JSON log line.
+
+        Best effort: a failed write is counted and logged, and after one, writes pause for
+        DISPATCH_WRITE_PAUSE_S so that a database that hangs does not slow every selection."""
+        if self.clock() < self._dispatch_paused_until:
+            self._store_failed("record_dispatch", StoreUnavailableError("skipped: database failed recently"))
+        else:
+            try:
+                with self._write_lock:
+                    self.store.record_dispatch(result)
+            except StoreUnavailableError as exc:
+                self._dispatch_paused_until = self.clock() + DISPATCH_WRITE_PAUSE_S
+                self._store_failed("record_dispatch", exc)
+            except DuplicateTaskError as exc:
+                # Raced with another dispatch of the same client task id: the tracker holds it.
+                self._store_failed("record_dispatch", StoreUnavailableError(str(exc)))
+        duration = time.perf_counter() - started
+        self.metrics.observe_selection(result, duration)
+        if selection_log.isEnabledFor(logging.INFO):
+            selection_log.info(
+                "agent_selected", extra={"event": "agent_selected", **selection_log_fields(result, duration)}
+            )
+
+    def _task_id_on_record(self, task_id: str) -> bool:
+        try:
+            return self.store.get_dispatch(task_id) is not None or self.store.get_outcome(task_id) is not None
+        except StoreUnavailableError as exc:
+            self._store_failed("get_dispatch", exc)
+            return False
+
+    # --- outcomes -------------------------------------------------------------------
+    def report_outcome(self, outcome: TaskOutcome) -> OutcomeReceipt:
+        """Record a finished task. With a task id: idempotent, committed before the tracker
+        learns. Without one: the agent's oldest in-flight task (of the type, when given) is
+        closed and the outcome is stored under that task's id (or a new id if none was open)."""
+        if outcome.task_id is None:
+            return self._report_without_task_id(outcome)
+        task_id = outcome.task_id
+        now = self.clock()
+        if self.store.get_outcome(task_id) is not None:
+            write = self._record_outcome(outcome, now)  # identical, or ConflictingOutcomeError
+            return self._duplicate_or_close(outcome, write.created, now, in_flight=False)
+        if not self.tracker.has_agent(outcome.agent_id):
+            raise UnknownAgentError(outcome.agent_id)
+        owner = self.tracker.in_flight_owner(task_id)
+        in_flight = owner is not None
+        if owner is None:
+            dispatch = self.store.get_dispatch(task_id)
+            if dispatch is None:
+                raise UnknownTaskError(task_id)
+            owner = dispatch.agent_id  # expired from the tracker but on record: still accepted
+            if outcome.task_type is None:
+                outcome = dataclasses.replace(outcome, task_type=dispatch.task_type)
+        if owner != outcome.agent_id:
+            raise ConflictingOutcomeError(task_id, ["agent_id"])
+        write = self._record_outcome(outcome, now)
+        return self._duplicate_or_close(outcome, write.created, now, in_flight=in_flight)
+
+    def _record_outcome(self, outcome: TaskOutcome, now: float) -> OutcomeWrite:
+        with self._write_lock:
+            return self.store.record_outcome(outcome, now)
+
+    def _duplicate_or_close(
+        self, outcome: TaskOutcome, created: bool, now: float, in_flight: bool
+    ) -> OutcomeReceipt:
+        assert outcome.task_id is not None
+        if not created:
+            return OutcomeReceipt(outcome.task_id, outcome.agent_id, True, False, False)
+        completed: CompletedTask | None = None
+        if in_flight:
+            try:
+                completed = self.balancer.report(outcome, now)
+            except (UnknownTaskError, TaskAlreadyCompletedError):
+                # Expired between the check and now; the outcome is committed, so learn from it.
+                self.tracker.learn(outcome, now)
+        else:
+            self.tracker.learn(outcome, now)
+        self._observe_outcome(outcome, completed)
+        return OutcomeReceipt(
+            outcome.task_id,
+            outcome.agent_id,
+            duplicate=False,
+            closed_dispatch=completed is not None,
+            ejected=bool(completed and completed.ejected),
+        )
+
+    def _report_without_task_id(self, outcome: TaskOutcome) -> OutcomeReceipt:
+        now = self.clock()
+        completed = self.balancer.report(outcome, now)
+        task_id = completed.task_id or uuid.uuid4().hex
+        stored = dataclasses.replace(
+            outcome, task_id=task_id, task_type=outcome.task_type or completed.task_type
+        )
+        self._record_outcome(stored, now)
+        self._observe_outcome(stored, completed)
+        return OutcomeReceipt(
+            task_id, outcome.agent_id, False, completed.task_id is not None, completed.ejected
+        )
+
+    def _observe_outcome(self, outcome: TaskOutcome, completed: CompletedTask | None) -> None:
+        predicted = completed.predicted_service_s if completed else None
+        ejected = bool(completed and completed.ejected)
+        self.metrics.observe_outcome(outcome.duration_s, outcome.success, predicted, ejected)
+        log_event(
+            log,
+            "task_outcome",
+            component="load_balancer",
+            agent_id=outcome.agent_id,
+            task_id=outcome.task_id,
+            success=outcome.success,
+            duration_s=outcome.duration_s,
+            ejected=ejected,
+        )
+
+    # --- registry -------------------------------------------------------------------
+    def register_agent(self, agent: Agent) -> bool:
+        """Add an agent to store and tracker; False when an identical one already exists."""
+        created = self.store.add_agent(agent)
+        self.tracker.register(agent)
+        log_event(log, "agent_registered", agent_id=agent.id, new_agent=created)
+        return created
+
+    def update_agent(self, agent_id: str, changes: Mapping[str, Any]) -> Agent:
+        current = self.store.get_agent(agent_id)
+        if current is None:
+            raise UnknownAgentError(agent_id)
+        updated = dataclasses.replace(current, **dict(changes))
+        self.store.upsert_agent(updated)
+        self.tracker.register(updated)
+        log_event(log, "agent_updated", agent_id=agent_id, fields=sorted(changes))
+        return updated
+
+    def delete_agent(self, agent_id: str) -> None:
+        if self.store.get_agent(agent_id) is None:
+            raise UnknownAgentError(agent_id)
+        self.store.delete_agent(agent_id)
+        if self.tracker.has_agent(agent_id):
+            self.tracker.remove(agent_id)
+        log_event(log, "agent_deleted", agent_id=agent_id)
+
+    def heartbeat(
+        self,
+        agent_id: str,
+        cpu_usage: float | None,
+        memory_usage: float | None,
+        queue_length: int | None,
+    ) -> AgentLoadMetrics:
+        self.tracker.heartbeat(agent_id, cpu_usage, memory_usage, queue_length)
+        return self.agent_load_metrics(agent_id)
+
+    # --- weights and model ----------------------------------------------------------
+    def configure_weights(self, weights: Mapping[str, float], changed_by: str) -> dict[str, float]:
+        """Validate, persist, then apply at once (a weight change that was not persisted
+        would silently vanish at the next restart)."""
+        try:
+            normalised = normalise_weights(dict(weights))
+        except ValueError as exc:
+            raise InvalidWeightsError(str(exc)) from exc
+        previous = self.balancer.hybrid_weights
+        self.store.record_weights(normalised, changed_by)
+        applied = self.balancer.set_hybrid_weights(normalised)
+        log_event(log, "weights_changed", previous=previous, weights=applied, changed_by=changed_by)
+        return applied
+
+    def reload_model(self) -> dict[str, Any]:
+        """Load the model at settings.model_uri and swap it in; on failure keep the current
+        predictor and raise ModelLoadError."""
+        with self._model_lock:
+            predictor = _load_model(self.settings)
+            self.predictor.swap(predictor)
+            self._record_deployment(predictor, self.settings.model_uri or "")
+        description = predictor.describe()
+        log_event(log, "model_reloaded", version=predictor.version, source=predictor.source)
+        return description
+
+    def poll_model(self) -> bool:
+        """Swap in a new model when the bundle at settings.model_uri changed version (or first
+        appeared); True when a new model was loaded. Registry URIs (`models:/...`) are reloaded
+        with POST /load-balancing/model/reload, keeping MLflow off the serving process."""
+        uri = self.settings.model_uri or ""
+        if not uri or uri.startswith("models:/"):
+            return False
+        from agentlb.predictor.model import read_bundle_document
+
+        try:
+            document = read_bundle_document(Path(uri).expanduser())
+        except ModelLoadError:
+            return False  # no bundle (yet): keep what is serving
+        version = str(document.get("model_version", "unversioned"))
+        current = self.predictor
+        if current.fallback_reason is None and current.current.version == version:
+            return False
+        self.reload_model()
+        return True
+
+    def _record_deployment(self, predictor: Predictor, uri: str) -> None:
+        try:
+            self.store.record_deployment(predictor.version, _alias_of(uri), predictor.source)
+        except StoreUnavailableError as exc:
+            self._store_failed("record_deployment", exc)
+
+    # --- reads ----------------------------------------------------------------------
+    def agent_state(self, agent_id: str) -> AgentState:
+        return self.tracker.state(agent_id)
+
+    def agent_load_metrics(self, agent_id: str) -> AgentLoadMetrics:
+        state = self.tracker.state(agent_id)
+        return AgentLoadMetrics.from_state(state, self.tracker.snapshot())
+
+    def agent_metrics(self, agent_id: str) -> tuple[AgentLoadMetrics, dict[str, Any]]:
+        metrics = self.agent_load_metrics(agent_id)
+        return metrics, finite(self.store.agent_history_summary(agent_id))
+
+    def statistics(self) -> dict[str, Any]:
+        """The product spec's statistics; selection counts are since this process started."""
+        stats = self.balancer.stats
+        snapshot = self.tracker.snapshot()
+        enabled = [s for s in snapshot.agents if s.agent.enabled]
+        loads = [s.load_score for s in enabled]
+        total = stats.total_selections
+        try:
+            accuracy = [finite(_plain(row)) for row in self.store.prediction_accuracy()]
+        except StoreUnavailableError as exc:
+            self._store_failed("prediction_accuracy", exc)
+            accuracy = []
+        return {
+            "total_selections": total,
+            "strategy_distribution": dict(stats.selections_by_strategy),
+            "agent_distribution": dict(stats.selections_by_agent),
+            "fallback_activation_rate": stats.fallbacks / total if total else 0.0,
+            "panic_selections": stats.panics,
+            "ejections": stats.ejections,
+            "agent_utilisation_rate": (
+                sum(1 for s in enabled if s.active_tasks > 0) / len(enabled) if enabled else 0.0
+            ),
+            "load_distribution_variance": statistics.pvariance(loads) if loads else 0.0,
+            "over_utilised_agents": sorted(s.agent.id for s in enabled if s.load_score >= OVER_UTILISED_LOAD),
+            "over_utilised_threshold": OVER_UTILISED_LOAD,
+            "prediction_accuracy": accuracy,
+            "hybrid_weights": self.balancer.hybrid_weights,
+            "since": self.started_at,
+            "agents": [AgentLoadMetrics.from_state(s, snapshot) for s in snapshot.agents],
+        }
+
+    def health(self) -> HealthReport:
+        """healthy / degraded / unhealthy with the reasons (database, predictor, agents)."""
+        reasons: list[str] = []
+        unhealthy = False
+        try:
+            self.store.ping()
+            database = "ok"
+        except StoreUnavailableError as exc:
+            database = f"unavailable: {exc}"
+            reasons.append(f"database unavailable ({exc}); selections continue from memory")
+        with self._failures_lock:
+            failures = self._failures.dispatch_writes
+            recent = self.clock() - self._failures.last_failure_at < STORE_FAILURE_WINDOW_S
+            last_reason = self._failures.last_reason
+        if recent and database == "ok":
+            reasons.append(
+                f"a database write failed in the last {STORE_FAILURE_WINDOW_S:.0f} s: {last_reason}"
+            )
+        ref = self.predictor
+        predictor = dict(ref.current.describe())
+        predictor["fallback_reason"] = ref.fallback_reason
+        if ref.fallback_reason is not None:
+            reasons.append(f"model unavailable, heuristic predictor in use: {ref.fallback_reason}")
+        snapshot = self.tracker.snapshot()
+        enabled, ejected = healthy_counts(snapshot)
+        if enabled == 0:
+            unhealthy = True
+            reasons.append("no enabled agents registered")
+        elif ejected == enabled and not self.balancer.config.panic_mode_enabled:
+            unhealthy = True
+            reasons.append(f"all {enabled} enabled agents are ejected and panic mode is off")
+        elif ejected:
+            reasons.append(f"{ejected} of {enabled} enabled agents ejected")
+        status = "unhealthy" if unhealthy else ("degraded" if reasons else "healthy")
+        return HealthReport(status, reasons, database, predictor, enabled, ejected, failures)
+
+    def run_benchmark(
+        self,
+        scenarios: list[str] | None,
+        strategies: list[str],
+        seeds: int,
+        tasks: int,
+        load: float | None = None,
+    ) -> dict[str, Any]:
+        """The simulator's strategy benchmark, bounded so one request cannot take the server
+        down (BenchmarkLimitError beyond the caps)."""
+        from agentlb.sim.benchmark import BenchmarkConfig, run_benchmark
+        from agentlb.sim.scenarios import SCENARIO_NAMES
+
+        config = BenchmarkConfig(
+            scenarios=tuple(scenarios or SCENARIO_NAMES[:1]),
+            strategies=tuple(strategies),
+            seeds=seeds,
+            tasks=tasks,
+            load=load,
+            predictor="heuristic",
+            warmup_tasks=min(tasks, 2000),
+            workers=1,
+            keep_samples=False,
+        )
+        config.check_limits(BENCHMARK_MAX_TASKS, BENCHMARK_MAX_SEEDS, BENCHMARK_MAX_RUNS)
+        config.validate()
+        result: dict[str, Any] = finite(run_benchmark(config))
+        return result
+
+    # --- internals ------------------------------------------------------------------
+    def _store_failed(self, operation: str, exc: StoreUnavailableError) -> None:
+        with self._failures_lock:
+            if operation == "record_dispatch":
+                self._failures.dispatch_writes += 1
+            self._failures.last_failure_at = self.clock()
+            self._failures.last_reason = f"{operation}: {exc}"
+        self.metrics.store_write_failures.labels(operation).inc()
+        log_event(log, "store_write_failed", logging.WARNING, operation=operation, reason=str(exc))
+
+
+def finite(value: Any) -> Any:
+    """NaN and infinities as None, recursively: JSON has no NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """A dataclass or named tuple from the store as a plain dict for JSON."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if hasattr(value, "_asdict"):
+        return dict(value._asdict())
+    return value
+
+
+# --- bootstrap ---------------------------------------------------------------------------
+def default_fleet_file(settings: Settings) -> Path:
+    return settings.home / "examples" / "fleet.yaml"
+
+
+def bootstrap(
+    settings: Settings, progress: ProgressFn | None = None, fleet_file: Path | None = None
+) -> BootstrapReport:
+    """Migrate the database and register the demo fleet when the registry is empty.
+
+    The lead extends this with the first-model step; each step reports through `progress`.
+    """
+    say = progress or (lambda _message: None)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    say(f"database: migrating {_redact(settings.db_url)}")
+    store = Store.open(settings.db_url)
+    notes: list[str] = []
+    try:
+        registered = 0
+        fleet = fleet_file or default_fleet_file(settings)
+        if store.list_agents():
+            say("agents: registry not empty, demo fleet not loaded")
+            return BootstrapReport(True, 0, None, notes)
+        if not fleet.exists():
+            notes.append(f"no fleet file at {fleet}; register agents with POST /load-balancing/agents")
+            say(notes[-1])
+            return BootstrapReport(True, 0, None, notes)
+        for agent in fleet_agents(fleet):
+            store.upsert_agent(agent)
+            registered += 1
+        say(f"agents: registered {registered} agents from {fleet}")
+        return BootstrapReport(True, registered, str(fleet), notes)
+    finally:
+        store.close()
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+    return url
