@@ -1,0 +1,279 @@
+"""`agentlb train`, `agentlb predict`, `agentlb retrain`: the training pipeline from the shell.
+
+With `--json` only the JSON summary goes to stdout; progress, logs and MLflow's own chatter go
+to stderr, so `agentlb train --json | jq` works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from agentlb.errors import AgentLBError
+
+log = logging.getLogger("agentlb.training")
+
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+DEFAULT_MIN_STORE_ROWS = 500
+SIMULATED_TASKS = 20_000
+
+
+def parse_duration_s(text: str) -> float:
+    """`90s`, `30m`, `6h`, `7d`, `1w` (or a bare number of seconds) as seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if not match:
+        raise typer.BadParameter(f"expected a duration like 30m, 6h or 7d, got {text!r}")
+    value = float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+    if value <= 0:
+        raise typer.BadParameter(f"duration must be > 0, got {text!r}")
+    return value
+
+
+def parse_since(text: str | None, now: float | None = None) -> float | None:
+    """`--since`: a relative duration (`7d` = the last 7 days), epoch seconds or ISO 8601."""
+    if text is None:
+        return None
+    if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*[smhdw]\s*", text):
+        return (now if now is not None else time.time()) - parse_duration_s(text)
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError as exc:
+        raise typer.BadParameter(f"--since must be like 7d, epoch seconds or ISO 8601, got {text!r}") from exc
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(enabled: bool) -> Iterator[None]:
+    """MLflow prints registration messages to stdout; keep stdout for the JSON summary."""
+    if not enabled:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("agentlb")
+    if not root.handlers:
+        root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _progress(message: str, fraction: float) -> None:
+    typer.echo(f"[{100 * fraction:3.0f}%] {message}", err=True)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=1)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="holdout metrics (seconds of service time)")
+    for column in ("candidate", "MAE", "RMSE", "MAPE", "p90 coverage", "train s", "predict µs/row"):
+        table.add_column(column, justify="right")
+    for c in summary["candidates"]:
+        table.add_row(
+            c["name"],
+            f"{c['mae']:.3f}",
+            f"{c['rmse']:.3f}",
+            f"{c['mape']:.3f}",
+            f"{c['p90_coverage']:.3f}",
+            f"{c['train_s']:.2f}",
+            f"{c['predict_us_per_row']:.2f}",
+        )
+    console = Console()
+    console.print(table)
+    decision = summary["decision"]
+    verdict = "PROMOTED to champion" if summary["promoted"] else "kept as challenger (not promoted)"
+    console.print(f"winner: {summary['winner']} {summary['model_version']} — {verdict}: {decision['reason']}")
+    console.print(f"bundle: {summary['bundle_path']}")
+
+
+def _simulated_history(n_tasks: int, seed: int) -> Any:
+    from agentlb.training.synthetic import synthetic_history
+
+    return synthetic_history(n_tasks=n_tasks, seed=seed)
+
+
+def _train_once(
+    history: Path | None,
+    from_db: bool,
+    since: float | None,
+    simulate_if_short: bool,
+    config_path: Path | None,
+    holdout_frac: float | None,
+    seed: int | None,
+    skip_bad_rows: bool,
+    export: bool,
+    quiet: bool,
+) -> dict[str, Any]:
+    from agentlb.settings import load_settings
+    from agentlb.training.config import load_config
+    from agentlb.training.pipeline import run_training
+
+    settings = load_settings()
+    config = load_config(config_path)
+    source: Any = history
+    if from_db:
+        from agentlb.training.store_history import load_store_history
+
+        frame = load_store_history(settings, since)
+        if simulate_if_short and len(frame) < DEFAULT_MIN_STORE_ROWS:
+            typer.echo(
+                f"the store has {len(frame)} history rows (< {DEFAULT_MIN_STORE_ROWS}); "
+                f"training on a simulated history of {SIMULATED_TASKS} tasks",
+                err=True,
+            )
+            frame = _simulated_history(SIMULATED_TASKS, seed if seed is not None else config.seed)
+        source = frame
+    elif history is None:
+        if not simulate_if_short:
+            raise typer.BadParameter("give --history FILE or --from-db (or --simulate-if-short)")
+        source = _simulated_history(SIMULATED_TASKS, seed if seed is not None else config.seed)
+    return run_training(
+        source,
+        settings=settings,
+        config=config,
+        holdout_frac=holdout_frac,
+        seed=seed,
+        skip_bad_rows=skip_bad_rows,
+        export=export,
+        progress=None if quiet else _progress,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train(
+        history: Annotated[Path | None, typer.Option("--history", help="history CSV or Parquet file")] = None,
+        from_db: Annotated[bool, typer.Option("--from-db", help="train on the store's task history")] = False,
+        since: Annotated[
+            str | None, typer.Option(help="with --from-db: only tasks since (7d, epoch, ISO)")
+        ] = None,
+        simulate_if_short: Annotated[
+            bool,
+            typer.Option("--simulate-if-short", help="use a simulated history when the store has too little"),
+        ] = False,
+        config: Annotated[Path | None, typer.Option(help="training config YAML (training/configs/)")] = None,
+        holdout_frac: Annotated[
+            float | None, typer.Option(min=0.01, max=0.9, help="most recent share held out")
+        ] = None,
+        seed: Annotated[int | None, typer.Option(help="random seed (default: the config's)")] = None,
+        skip_bad_rows: Annotated[
+            bool, typer.Option("--skip-bad-rows", help="skip and count bad rows")
+        ] = False,
+        no_export: Annotated[bool, typer.Option("--no-export", help="do not write models/champion")] = False,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="print only the JSON summary on stdout")
+        ] = False,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    ) -> None:
+        """Fit completion-time models from task history into MLflow, gate and export the champion."""
+        _setup_logging(verbose)
+        if history is not None and from_db:
+            raise typer.BadParameter("give either --history or --from-db, not both")
+        try:
+            with _stdout_to_stderr(as_json):
+                summary = _train_once(
+                    history,
+                    from_db,
+                    parse_since(since),
+                    simulate_if_short,
+                    config,
+                    holdout_frac,
+                    seed,
+                    skip_bad_rows,
+                    not no_export,
+                    quiet=False,
+                )
+        except AgentLBError as exc:
+            raise _fail(exc) from None
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2, default=str))
+        else:
+            _print_summary(summary)
+
+    @app.command("predict")
+    def predict(
+        history: Annotated[Path, typer.Option("--history", help="history CSV or Parquet file to score")],
+        out: Annotated[Path, typer.Option("--out", help="predictions CSV to write")],
+        model: Annotated[
+            str | None, typer.Option(help="bundle path or models:/agentlb-completion-time@champion")
+        ] = None,
+    ) -> None:
+        """Score a history file with the champion (offline check): task_id, predicted_p50_s/p90_s."""
+        from agentlb.settings import load_settings
+        from agentlb.training.offline import predict_history
+
+        settings = load_settings()
+        uri = model or settings.model_uri or str(settings.models_dir / "champion")
+        try:
+            rows = predict_history(history, out, uri, settings.tracking_uri)
+        except AgentLBError as exc:
+            raise _fail(exc) from None
+        typer.echo(f"wrote {rows} predictions to {out} (model {uri})", err=True)
+
+    @app.command("retrain")
+    def retrain(
+        every: Annotated[
+            str | None, typer.Option(help="repeat every interval (6h, 30m); once when omitted")
+        ] = None,
+        since: Annotated[str, typer.Option(help="train on tasks since (7d, epoch, ISO)")] = "30d",
+        config: Annotated[Path | None, typer.Option(help="training config YAML")] = None,
+        simulate_if_short: Annotated[bool, typer.Option("--simulate-if-short")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="one JSON summary per run on stdout")] = False,
+    ) -> None:
+        """Retrain on the store's recent history and promote by the gate; a concurrent retrain is refused."""
+        _setup_logging(True)
+        interval = parse_duration_s(every) if every else None
+        while True:
+            started = time.monotonic()
+            try:
+                with _stdout_to_stderr(True):
+                    summary = _train_once(
+                        None,
+                        True,
+                        parse_since(since),
+                        simulate_if_short,
+                        config,
+                        None,
+                        None,
+                        True,
+                        True,
+                        quiet=True,
+                    )
+            except AgentLBError as exc:
+                if interval is None:
+                    raise _fail(exc) from None
+                log.error("retrain failed, will retry in %s: %s", every, exc)
+            else:
+                if as_json:
+                    typer.echo(json.dumps(summary, default=str))
+                else:
+                    d = summary["decision"]
+                    typer.echo(
+                        f"{summary['model_version']}: {'promoted' if summary['promoted'] else 'not promoted'}"
+                        f" — {d['reason']}"
+                    )
+            if interval is None:
+                return
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))

@@ -1,0 +1,95 @@
+"""`agentlb train / predict / retrain` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from agentlb.cli import app
+
+FAST_CONFIG = {"lightgbm": {"num_boost_round": 60, "learning_rate": 0.1}, "sklearn_hgb": {"max_iter": 40}}
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "fast.yaml"
+    path.write_text(yaml.safe_dump(FAST_CONFIG))
+    return path
+
+
+def test_train_json_prints_only_the_summary_and_predict_scores_every_row(
+    home: Path, history_csv: Path, config_file: Path, tmp_path: Path
+) -> None:
+    done = CliRunner().invoke(
+        app, ["train", "--history", str(history_csv), "--config", str(config_file), "--json"]
+    )
+    assert done.exit_code == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)  # nothing but JSON on stdout
+    assert {"candidates", "winner", "promoted", "model_version", "bundle_path"} <= set(summary)
+    names = [c["name"] for c in summary["candidates"]]
+    assert names == ["heuristic", "group_mean", "sklearn_hgb", "lightgbm"]
+    for candidate in summary["candidates"]:
+        assert {
+            "name",
+            "run_id",
+            "mae",
+            "rmse",
+            "mape",
+            "p90_coverage",
+            "train_s",
+            "predict_us_per_row",
+        } <= set(candidate)
+    assert summary["promoted"] and Path(summary["bundle_path"]) == home / "models" / "champion"
+    assert "champion gate" in done.stderr  # progress went to stderr
+
+    out = tmp_path / "predictions.csv"
+    result = CliRunner().invoke(app, ["predict", "--history", str(history_csv), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    predictions = pd.read_csv(out)
+    source = pd.read_csv(history_csv)
+    assert list(predictions.columns) == ["task_id", "predicted_p50_s", "predicted_p90_s"]
+    assert predictions["task_id"].tolist() == source["task_id"].tolist()
+    assert bool((predictions["predicted_p90_s"] >= predictions["predicted_p50_s"]).all())
+    assert bool((predictions["predicted_p50_s"] > 0).all())
+
+
+def test_bad_history_fails_with_the_row_number(home: Path, history_csv: Path, tmp_path: Path) -> None:
+    frame = pd.read_csv(history_csv)
+    frame.loc[41, "duration_s"] = -3.0
+    bad = tmp_path / "bad.csv"
+    frame.to_csv(bad, index=False)
+    result = CliRunner().invoke(app, ["train", "--history", str(bad), "--json"])
+    assert result.exit_code == 1
+    assert "row 42" in result.stderr and "duration_s" in result.stderr
+    assert result.stdout == ""
+
+
+def test_predict_without_a_model_says_to_train(home: Path, history_csv: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["predict", "--history", str(history_csv), "--out", str(tmp_path / "p.csv")]
+    )
+    assert result.exit_code == 1
+    assert "agentlb train" in result.stderr
+
+
+def test_unknown_config_key_is_refused(home: Path, history_csv: Path, tmp_path: Path) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text("lightgbm:\n  num_boost_rounds: 10\n")
+    result = CliRunner().invoke(app, ["train", "--history", str(history_csv), "--config", str(path)])
+    assert result.exit_code == 1
+    assert "num_boost_rounds" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90.0), ("30m", 1800.0), ("6h", 21600.0), ("2d", 172800.0)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    from agentlb.cli.train_cmds import parse_duration_s, parse_since
+
+    assert parse_duration_s(text) == seconds
+    assert parse_since(text, now=1_000_000.0) == 1_000_000.0 - seconds

@@ -1,0 +1,169 @@
+"""ModelPredictor: loads bundles, refuses bad ones, predicts every candidate in one call."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agentlb.balancer import Balancer, BalancerConfig
+from agentlb.domain import Agent, TaskOutcome, TaskRequest
+from agentlb.errors import ModelLoadError
+from agentlb.features import FeatureSpec
+from agentlb.predictor.base import PredictorRef
+from agentlb.predictor.model import ModelPredictor
+from agentlb.tracker import AgentLoadTracker
+from agentlb.training.bundle import export_bundle
+from agentlb.training.quick import fit_predictor
+
+
+@pytest.fixture(scope="module")
+def predictor(history: pd.DataFrame) -> ModelPredictor:
+    return fit_predictor(history, seed=0)
+
+
+@pytest.fixture
+def bundle(tmp_path: Path, predictor: ModelPredictor) -> Path:
+    return export_bundle(
+        tmp_path / "models",
+        predictor.p50_booster,
+        predictor.p90_booster,
+        predictor.spec,
+        "v7",
+        {"rows": 123, "holdout_metrics": {"mae": 1.5, "p90_coverage": 0.9}},
+        predictor.p90_log_offset,
+    )
+
+
+def _fleet(now: list[float], predictor: ModelPredictor) -> Balancer:
+    tracker = AgentLoadTracker(clock=lambda: now[0])
+    for i, agent_id in enumerate(["agent-0", "agent-1", "agent-2", "never-seen"]):
+        tracker.register(Agent(id=agent_id, name=agent_id, max_concurrency=2 + i % 2), registered_at=0.0)
+    return Balancer(tracker, PredictorRef(predictor), BalancerConfig(slow_start_window_s=0.0))
+
+
+def test_bundle_round_trip_gives_identical_predictions(
+    bundle: Path, predictor: ModelPredictor, history: pd.DataFrame
+) -> None:
+    loaded = ModelPredictor.from_bundle(bundle)
+    assert loaded.version == "v7"
+    assert loaded.metrics == {"mae": 1.5, "p90_coverage": 0.9}
+    assert loaded.describe()["feature_version"] == "1"
+    tail = history.tail(200)
+    np.testing.assert_allclose(loaded.predict_frame(tail).p50_s, predictor.predict_frame(tail).p50_s)
+    np.testing.assert_allclose(loaded.predict_frame(tail).p90_s, predictor.predict_frame(tail).p90_s)
+    assert loaded.p90_log_offset == predictor.p90_log_offset != 0.0
+    assert bundle.is_symlink()  # models/champion is swapped atomically by replacing a link
+
+
+def test_export_replaces_the_champion_link(bundle: Path, predictor: ModelPredictor) -> None:
+    first = bundle.resolve()
+    export_bundle(
+        bundle.parent,
+        predictor.p50_booster,
+        predictor.p90_booster,
+        predictor.spec,
+        "v8",
+        {},
+        predictor.p90_log_offset,
+    )
+    assert ModelPredictor.from_bundle(bundle).version == "v8"
+    assert bundle.resolve() != first and first.is_dir()  # the previous bundle stays for a rollback
+
+
+def test_missing_bundle_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"not found.*agentlb train"):
+        ModelPredictor.from_bundle(tmp_path / "nothing-here")
+
+
+def test_incomplete_bundle_is_refused(tmp_path: Path, bundle: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle.resolve(), copy)
+    (copy / "p90.lgb").unlink()
+    with pytest.raises(ModelLoadError, match=r"p90\.lgb is missing"):
+        ModelPredictor.from_bundle(copy)
+
+
+def test_corrupt_model_file_is_refused(tmp_path: Path, bundle: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle.resolve(), copy)
+    (copy / "p50.lgb").write_text("this is not a LightGBM model\n")
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        ModelPredictor.from_bundle(copy)
+
+
+def test_corrupt_bundle_json_is_refused(tmp_path: Path, bundle: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle.resolve(), copy)
+    (copy / "bundle.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="unreadable"):
+        ModelPredictor.from_bundle(copy)
+
+
+def test_other_feature_version_is_refused(tmp_path: Path, bundle: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle.resolve(), copy)
+    document = json.loads((copy / "bundle.json").read_text())
+    document["feature_version"] = "0"
+    document["feature_spec"]["version"] = "0"
+    (copy / "bundle.json").write_text(json.dumps(document))
+    with pytest.raises(ModelLoadError, match="feature version '0'"):
+        ModelPredictor.from_bundle(copy)
+
+
+def test_registry_uri_without_alias_or_version_is_refused() -> None:
+    with pytest.raises(ModelLoadError, match="alias"):
+        ModelPredictor.from_uri("models:/agentlb-completion-time")
+
+
+def test_predicts_every_candidate_including_unseen_agents_and_values(predictor: ModelPredictor) -> None:
+    now = [0.0]
+    balancer = _fleet(now, predictor)
+    for i in range(60):  # learn some history through the real balancer
+        task = TaskRequest("object_detection", requirements={"input_tokens": 800, "complexity": "high"})
+        result = balancer.select(task, "round_robin")
+        now[0] += 1.0
+        balancer.report(
+            TaskOutcome(result.selected_agent.id, 2.0 + i % 3, True, task.task_id, task.task_type)
+        )
+    snapshot = balancer.tracker.snapshot()
+    task = TaskRequest("a_type_never_seen", requirements={"input_tokens": 5000, "complexity": "unheard-of"})
+    prediction = predictor.predict_service(task, snapshot.agents, snapshot)
+    assert prediction.p50_s.shape == (4,)
+    assert all(math.isfinite(v) and v > 0 for v in prediction.p50_s)
+    assert bool(np.all(prediction.p90_s >= prediction.p50_s))
+    result = balancer.select(TaskRequest("video_analysis", requirements={"input_tokens": 900}), "predictive")
+    assert result.model_version == predictor.version and not result.fallback_used
+
+
+def test_bigger_tasks_are_predicted_to_take_longer(predictor: ModelPredictor) -> None:
+    spec: FeatureSpec = predictor.spec
+    rows = pd.DataFrame(
+        {
+            "task_type": ["video_analysis"] * 2,
+            "agent_id": ["agent-0"] * 2,
+            "input_tokens": [300, 4000],
+            "complexity": ["low", "high"],
+        }
+    )
+    small, large = predictor.predict_matrix(spec.encode_frame(rows)).p50_s
+    assert large > 2 * small
+
+
+def test_quick_fit_serves_with_agent_differences(predictor: ModelPredictor, history: pd.DataFrame) -> None:
+    """The simulated fleet has specialists: the model must rank agents, not only task types."""
+    rows = pd.DataFrame(
+        {
+            "task_type": "video_analysis",
+            "agent_id": [f"agent-{i}" for i in range(6)],
+            "input_tokens": 1000,
+            "complexity": "medium",
+        }
+    )
+    p50 = predictor.predict_frame(rows).p50_s
+    assert p50.max() > 1.5 * p50.min()
