@@ -121,3 +121,7 @@ class InvalidRecordError(AgentLBError, ValueError):
 
 class InvalidOutcomeError(InvalidRecordError):
     """An outcome the store refuses: a duration that is not finite, negative, or zero for a success."""
+
+
+class DispatchWriteSkippedError(StoreUnavailableError):
+    """A dispatch record not attempted because a database write failed moments ago."""
