@@ -98,15 +98,31 @@ def register(app: typer.Typer) -> None:
         )
 
     @app.command("bootstrap")
-    def bootstrap_cmd() -> None:
-        """Create or upgrade the database and register examples/fleet.yaml when the registry
-        is empty."""
-        from agentlb.service import bootstrap
+    def bootstrap_cmd(
+        with_model: Annotated[
+            bool, typer.Option("--model/--no-model", help="train a first model when none loads")
+        ] = True,
+    ) -> None:
+        """Create or upgrade the database, register examples/fleet.yaml when the registry is
+        empty, and train a first model from a simulated history when no champion loads."""
+        from rich.progress import Progress
+
+        from agentlb.first_model import ensure_first_model
+        from agentlb.service import bootstrap, default_fleet_file
 
         settings = _settings_or_exit()
         try:
             report = bootstrap(settings, typer.echo)
+            typer.echo(f"bootstrap: {report.agents_registered} agents registered")
+            if with_model:
+                with Progress() as bar:
+                    job = bar.add_task("first model", total=1.0)
+
+                    def advance(message: str, fraction: float) -> None:
+                        bar.update(job, completed=fraction, description=message[:70])
+
+                    model = ensure_first_model(settings, default_fleet_file(settings), advance)
+                typer.echo(f"bootstrap: model {model.model_version} ({model.detail})")
         except AgentLBError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from exc
-        typer.echo(f"bootstrap done: {report.agents_registered} agents registered")
