@@ -159,6 +159,23 @@ class ModelPredictor:
         except OSError as exc:
             raise ModelLoadError(f"cannot download the bundle of {uri}: {exc}") from exc
 
+    @staticmethod
+    def registry_version(uri: str, tracking_uri: str | None = None) -> str:
+        """The registered version an alias URI (`models:/name@alias`) points at now, for the
+        service's background poll (imports MLflow; never called on the request path)."""
+        name, _, alias = uri[len("models:/") :].partition("@")
+        if not uri.startswith("models:/") or not alias:
+            raise ModelLoadError(f"{uri!r} is not a registry alias URI (models:/<name>@<alias>)")
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        try:
+            return str(
+                MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, alias).version
+            )
+        except MlflowException as exc:
+            raise ModelLoadError(f"cannot resolve {uri}: {exc}") from exc
+
     def _warm(self) -> None:
         """One prediction at load time, off the request path, so the first request is not slower."""
         row = np.full((1, len(self.spec.feature_names)), np.nan, dtype=np.float64)
