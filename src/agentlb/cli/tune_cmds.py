@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(help="write the full ranking as JSON")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
     ) -> None:
-        """Rank hybrid weight vectors by mean sojourn relative to power_of_two (lower is better)."""
+        """Rank hybrid weight vectors by mean and p99 sojourn relative to power_of_two (lower is better)."""
         config = TuneConfig(
             tuple(s.strip() for s in scenarios.split(",") if s.strip()),
             seeds,
@@ -58,8 +58,17 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps({k: v for k, v in result.items() if k != "ranked"}, indent=2))
             return
-        table = Table(title="hybrid weights, ratio to power_of_two (geometric mean; lower is better)")
-        for column in ("wrr", "lc", "predictive", "ra", "mean ratio", "p99 ratio", *config.scenarios):
+        table = Table(title="hybrid weights, ratios to power_of_two (geometric means; lower is better)")
+        for column in (
+            "wrr",
+            "lc",
+            "predictive",
+            "ra",
+            "objective",
+            "mean ratio",
+            "p99 ratio",
+            *config.scenarios,
+        ):
             table.add_column(column, justify="right")
         rows = [*result["ranked"][:top], result["product_spec_weights"]]
         for i, row in enumerate(rows):
@@ -74,6 +83,7 @@ def register(app: typer.Typer) -> None:
                 label[0] = "spec " + label[0]
             table.add_row(
                 *label,
+                f"{row['objective']:.3f}",
                 f"{row['mean_ratio_to_power_of_two']:.3f}",
                 f"{row['p99_ratio_to_power_of_two']:.3f}",
                 *(f"{row['by_scenario'][s]:.3f}" for s in config.scenarios),

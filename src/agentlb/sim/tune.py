@@ -1,10 +1,11 @@
 """Search hybrid weights in the simulator, on tuning seeds the benchmark never uses.
 
 Each candidate weight vector runs `hybrid` on the same fleets and tasks as a `power_of_two`
-reference run; the objective is the geometric mean over scenarios and seeds of hybrid's mean
-sojourn over power_of_two's (lower is better), with the p99 ratio as a tie-breaker. The seeds
-are offset far from the benchmark's (0..K-1), so tuned weights are judged on tasks they were
-not chosen on.
+reference run. Per scenario, the score is sqrt(mean ratio x p99 ratio) to power_of_two
+(geometric means over seeds), floored at 0.5 so that one scenario where every count-based
+strategy collapses (specialists) cannot outvote the others; the objective is the geometric
+mean of those scores over scenarios (lower is better). The seeds are offset far from the
+benchmark's (0..K-1), so tuned weights are judged on tasks they were not chosen on.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from agentlb.sim.simulator import RunConfig, simulate
 from agentlb.sim.workload import SimTask
 
 TUNING_SEED_OFFSET = 500_000
+SCORE_FLOOR = 0.5
 DEFAULT_TUNING_SCENARIOS = ("homogeneous", "heterogeneous", "specialists", "degradation", "surveillance")
 Progress = Callable[[int, int, str], None]
 
@@ -110,26 +112,33 @@ def _cases(config: TuneConfig) -> list[_Case]:
     return cases
 
 
+def _geomean(values: Sequence[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
 def _score(weights: dict[str, float], cases: Sequence[_Case]) -> dict[str, Any]:
     config = BalancerConfig(hybrid_weights=normalise_weights(weights))
-    log_mean = log_p99 = 0.0
-    by_scenario: dict[str, list[float]] = {}
+    means: dict[str, list[float]] = {}
+    p99s: dict[str, list[float]] = {}
     for case in cases:
-        metrics = run_metrics(
-            simulate(
-                case.fleet, case.tasks, RunConfig("hybrid", case.seed, balancer_config=config), case.predictor
-            )
+        run = RunConfig("hybrid", case.seed, balancer_config=config)
+        metrics = run_metrics(simulate(case.fleet, case.tasks, run, case.predictor))
+        means.setdefault(case.scenario, []).append(
+            float(metrics["mean_sojourn_s"] or math.nan) / case.baseline_mean_s
         )
-        ratio = float(metrics["mean_sojourn_s"] or math.nan) / case.baseline_mean_s
-        log_mean += math.log(ratio)
-        log_p99 += math.log(float(metrics["p99_sojourn_s"] or math.nan) / case.baseline_p99_s)
-        by_scenario.setdefault(case.scenario, []).append(ratio)
-    n = len(cases)
+        p99s.setdefault(case.scenario, []).append(
+            float(metrics["p99_sojourn_s"] or math.nan) / case.baseline_p99_s
+        )
+    by_scenario = {s: _geomean(v) for s, v in means.items()}
+    p99_by_scenario = {s: _geomean(v) for s, v in p99s.items()}
+    scores = [max(SCORE_FLOOR, math.sqrt(by_scenario[s] * p99_by_scenario[s])) for s in by_scenario]
     return {
         "weights": weights,
-        "mean_ratio_to_power_of_two": math.exp(log_mean / n),
-        "p99_ratio_to_power_of_two": math.exp(log_p99 / n),
-        "by_scenario": {s: math.exp(sum(map(math.log, v)) / len(v)) for s, v in by_scenario.items()},
+        "objective": _geomean(scores),
+        "mean_ratio_to_power_of_two": _geomean(list(by_scenario.values())),
+        "p99_ratio_to_power_of_two": _geomean(list(p99_by_scenario.values())),
+        "by_scenario": by_scenario,
+        "p99_by_scenario": p99_by_scenario,
     }
 
 
@@ -144,7 +153,7 @@ def tune_weights(config: TuneConfig, progress: Progress | None = None) -> dict[s
             results.append(_score(weights, cases))
             if progress:
                 progress(i + 1, len(grid), ", ".join(f"{k[:4]}={v:.2f}" for k, v in weights.items()))
-    results.sort(key=lambda r: (r["mean_ratio_to_power_of_two"], r["p99_ratio_to_power_of_two"]))
+    results.sort(key=lambda r: (r["objective"], r["mean_ratio_to_power_of_two"]))
     spec = next(r for r in results if _same(r["weights"], dict(DEFAULT_HYBRID_WEIGHTS)))
     return {
         "config": {
