@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentlb.api.errors import install_error_handlers
 from agentlb.api.routes import agents, ops, selection
+from agentlb.api.schemas import ErrorPublic, ValidationErrorPublic
 from agentlb.errors import ModelLoadError
 from agentlb.service import AgentLBService
 from agentlb.settings import Settings, load_settings
@@ -85,6 +87,53 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def _document_error_bodies(app: FastAPI) -> None:
+    """Make the OpenAPI schema describe the error bodies the app really sends.
+
+    FastAPI documents 422 as its own `HTTPValidationError` ({"detail": [{"loc", "msg"}]}),
+    but api/errors.py answers `{"error", "detail": [{"field", "reason"}]}` (or, for a domain
+    rule such as invalid weights, `{"error", "detail": "..."}`); schema-driven
+    clients and fuzzers (schemathesis) check responses against the document, so it must match.
+    Every other documented 4xx/5xx gets the common `ErrorPublic` body, and operations with a
+    body document 400 (unparseable JSON) and 413 (BodySizeLimit)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        template = "#/components/schemas/{model}"
+        for model in (ErrorPublic, ValidationErrorPublic):
+            schema = model.model_json_schema(ref_template=template)
+            components.update(schema.pop("$defs", {}))
+            components[model.__name__] = schema
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                if "requestBody" in operation:
+                    responses = operation.setdefault("responses", {})
+                    responses.setdefault("400", {"description": "The body is not parseable JSON"})
+                    responses.setdefault("413", {"description": "The body is larger than the size limit"})
+                for code, response in operation.get("responses", {}).items():
+                    if code == "422":  # a field problem, or a domain one (invalid weights...)
+                        either = {
+                            "anyOf": [
+                                {"$ref": template.format(model="ValidationErrorPublic")},
+                                {"$ref": template.format(model="ErrorPublic")},
+                            ]
+                        }
+                        response["content"] = {"application/json": {"schema": either}}
+                    elif code[0] in "45" and "content" not in response:
+                        ref = {"$ref": template.format(model="ErrorPublic")}
+                        response["content"] = {"application/json": {"schema": ref}}
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 async def _poll_model(service: AgentLBService, interval_s: float) -> None:
     """Hot reload: a model that never refreshes itself would serve a stale champion."""
     while True:
@@ -133,6 +182,7 @@ def create_app(settings: Settings | None = None, service: AgentLBService | None 
     )
     app.state.settings = settings
     install_error_handlers(app)
+    _document_error_bodies(app)
     app.include_router(selection.router)
     app.include_router(agents.router)
     app.include_router(ops.router)

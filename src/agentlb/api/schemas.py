@@ -6,9 +6,9 @@ Non-finite numbers are refused (Python's JSON parser accepts NaN and Infinity).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from agentlb.domain import (
     Agent,
@@ -23,6 +23,8 @@ from agentlb.strategies import STRATEGY_NAMES
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 MAX_TOP_K = 50
+# A blank capability name would register (or require) a capability nobody can name.
+CapabilityName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
 class _Body(BaseModel):
@@ -57,7 +59,7 @@ class SelectAgentRequest(_Body):
         },
     )
 
-    required_capabilities: list[str] = Field(default_factory=list, max_length=64)
+    required_capabilities: list[CapabilityName] = Field(default_factory=list, max_length=64)
     task_type: str = Field(min_length=1, max_length=128)
     task_requirements: dict[str, AttributeValue] = Field(
         default_factory=dict,
@@ -282,7 +284,7 @@ class AgentCreate(_Body):
 
     id: str = Field(pattern=ID_PATTERN)
     name: str = Field(min_length=1, max_length=200)
-    capabilities: list[str] = Field(default_factory=list, max_length=64)
+    capabilities: list[CapabilityName] = Field(default_factory=list, max_length=64)
     max_concurrency: int = Field(default=4, ge=1, le=100_000)
     weight: float = Field(default=1.0, gt=0, le=1_000_000)
     enabled: bool = True
@@ -306,7 +308,7 @@ class AgentUpdate(_Body):
     )
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    capabilities: list[str] | None = Field(default=None, max_length=64)
+    capabilities: list[CapabilityName] | None = Field(default=None, max_length=64)
     max_concurrency: int | None = Field(default=None, ge=1, le=100_000)
     weight: float | None = Field(default=None, gt=0, le=1_000_000)
     enabled: bool | None = None
@@ -422,3 +424,25 @@ class BenchmarkCreate(_Body):
     seeds: int = Field(default=1, ge=1, description="Seeds per scenario; capped by the server.")
     tasks: int = Field(default=1000, ge=10, description="Tasks per run; capped by the server.")
     load: float | None = Field(default=None, gt=0, description="Offered load (1.0 = fleet capacity).")
+
+
+# --- errors ----------------------------------------------------------------------------------
+class ErrorPublic(BaseModel):
+    """Every error body (api/errors.py); extra keys name what the error is about."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(description="The kind of error, e.g. unknown_agent, store_unavailable.")
+    detail: Any = Field(description="What went wrong, for a person to read.")
+
+
+class ValidationProblem(BaseModel):
+    field: str = Field(description="Dotted path of the bad field, or `body`.")
+    reason: str
+
+
+class ValidationErrorPublic(BaseModel):
+    """The 422 body: each problem names the field and the reason."""
+
+    error: str = Field(description="Always `validation_error`.")
+    detail: list[ValidationProblem]

@@ -1,11 +1,12 @@
-"""Health and Prometheus metrics: open without a key, so probes and scrapers need none."""
+"""Health and Prometheus metrics (open without a key, so probes and scrapers need none) and the
+serving model's description."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from agentlb.api.deps import ServiceDep
-from agentlb.api.schemas import HealthPublic
+from agentlb.api.deps import ClientDep, ServiceDep
+from agentlb.api.schemas import HealthPublic, ModelPublic
 from agentlb.observability import METRICS_CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
@@ -31,6 +32,17 @@ def health(service: ServiceDep, response: Response) -> HealthPublic:
         agents_ejected=report.agents_ejected,
         dispatch_write_failures=report.dispatch_write_failures,
     )
+
+
+@router.get(
+    "/load-balancing/model",
+    response_model=ModelPublic,
+    responses={401: {"description": "Missing or wrong key"}},
+)
+def model(service: ServiceDep, _: ClientDep) -> ModelPublic:
+    """The predictor serving now: version, source, feature version, loaded_at, training
+    metrics, and the fallback reason when the heuristic stands in for a model."""
+    return ModelPublic(predictor=service.model_info())
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {METRICS_CONTENT_TYPE: {}}}})

@@ -1,0 +1,36 @@
+"""Fixtures for the reliability tests (helpers live in reliability_helpers.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from reliability_helpers import POSTGRES_ENV, AppClients, PostgresDatabase, Server, postgres_skip_reason
+
+
+@pytest.fixture
+def apps(tmp_path: Path) -> Iterator[AppClients]:
+    factory = AppClients(tmp_path)
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.process.poll() is None:
+            server.stop()
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[PostgresDatabase]:
+    reason = postgres_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    database = PostgresDatabase(os.environ[POSTGRES_ENV])
+    yield database
+    database.drop()
