@@ -10,7 +10,7 @@ from core_helpers import FakeClock, make_agent
 from agentlb.domain import TaskOutcome, TaskRequest
 from agentlb.predictor.base import completion_times, expected_wait_s
 from agentlb.predictor.heuristic import HeuristicPredictor, heuristic_confidence, heuristic_service_s
-from agentlb.settings import normalise_weights
+from agentlb.settings import SPEC_HYBRID_WEIGHTS, normalise_weights
 from agentlb.strategies import (
     Hybrid,
     LeastConnection,
@@ -129,7 +129,9 @@ def test_hybrid_reason_names_agreeing_strategies(tracker: AgentLoadTracker) -> N
     tracker.learn(TaskOutcome("slow", 3.0, True, task_type="t"), 1.0)
     tracker.dispatch("slow", TaskRequest(task_type="t", task_id="busy"))
     snapshot = tracker.snapshot()
-    decision = Hybrid(seed=0).decide(TaskRequest(task_type="t"), list(snapshot.agents), snapshot)
+    decision = Hybrid(weights=SPEC_HYBRID_WEIGHTS, seed=0).decide(
+        TaskRequest(task_type="t"), list(snapshot.agents), snapshot
+    )
     assert decision.chosen == "fast"
     assert decision.detail == "chosen by 4 strategies: wrr, lc, ra, ml"
     assert decision.confidence == pytest.approx(1.0)

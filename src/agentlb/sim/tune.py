@@ -19,7 +19,7 @@ from typing import Any
 from agentlb.balancer import BalancerConfig
 from agentlb.errors import SimulationError
 from agentlb.predictor.base import PredictorRef
-from agentlb.settings import DEFAULT_HYBRID_WEIGHTS, HYBRID_COMPONENTS, normalise_weights
+from agentlb.settings import SPEC_HYBRID_WEIGHTS, HYBRID_COMPONENTS, normalise_weights
 from agentlb.sim.benchmark import BenchmarkConfig, build_workload, fit_warmup_predictor, single_threaded
 from agentlb.sim.metrics import run_metrics
 from agentlb.sim.scenarios import SCENARIO_NAMES
@@ -61,7 +61,7 @@ def weight_grid(step: float) -> list[dict[str, float]]:
         for combo in itertools.product(range(units + 1), repeat=len(HYBRID_COMPONENTS))
         if sum(combo) == units
     ]
-    spec = dict(DEFAULT_HYBRID_WEIGHTS)
+    spec = dict(SPEC_HYBRID_WEIGHTS)
     return grid if any(_same(spec, w) for w in grid) else [spec, *grid]
 
 
@@ -154,7 +154,7 @@ def tune_weights(config: TuneConfig, progress: Progress | None = None) -> dict[s
             if progress:
                 progress(i + 1, len(grid), ", ".join(f"{k[:4]}={v:.2f}" for k, v in weights.items()))
     results.sort(key=lambda r: (r["objective"], r["mean_ratio_to_power_of_two"]))
-    spec = next(r for r in results if _same(r["weights"], dict(DEFAULT_HYBRID_WEIGHTS)))
+    spec = next(r for r in results if _same(r["weights"], dict(SPEC_HYBRID_WEIGHTS)))
     return {
         "config": {
             "scenarios": list(config.scenarios),
