@@ -11,20 +11,31 @@ import heapq
 import logging
 import threading
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
+import numpy as np
+
 from agentlb.domain import (
+    COL_ACTIVE,
+    COL_EJECTED_UNTIL,
+    COLUMNS_MIN_CANDIDATES,
     AgentLoadMetrics,
     AgentState,
+    ArrayMapping,
+    CandidateStates,
     CompletedTask,
     FleetSnapshot,
+    FleetStatic,
+    PredictedCompletion,
+    PredictionMapping,
     RankedAgent,
     SelectionResult,
     TaskOutcome,
     TaskRequest,
+    fast_new,
 )
 from agentlb.errors import AllAgentsEjectedError, NoEligibleAgentError, UnknownStrategyError
 from agentlb.features import agent_state_features, dispatch_row
@@ -136,12 +147,26 @@ class Balancer:
         snapshot: FleetSnapshot,
         agent_ids: Collection[str] | None = None,
         queue_aware: bool = False,
+        columns: bool | None = None,
     ) -> _Candidates:
         """Enabled agents with every required capability, not ejected, below max concurrency.
 
         A queue-aware strategy also gets the agents whose slots are all busy: it weighs the
         wait behind their work against a slower agent that is free now.
+
+        `columns` (default: for large fleets) filters with the snapshot's column arrays and
+        hands the strategy the candidates' positions; the result is the same either way.
         """
+        if columns is None:
+            columns = len(snapshot.agents) >= COLUMNS_MIN_CANDIDATES
+        if columns and snapshot.columns is not None:
+            fast = self._candidates_by_columns(task, snapshot, agent_ids, queue_aware)
+            if fast is not None:
+                return fast
+        elif agent_ids is None and (static := snapshot.fleet_static) is not None:
+            listed = self._candidates_by_positions(task, snapshot, static, queue_aware)
+            if listed is not None:
+                return listed
         required = task.required_capabilities
         allowed = set(agent_ids) if agent_ids is not None else None
         now = snapshot.now
@@ -195,6 +220,104 @@ class Balancer:
             free = healthy
         return _Candidates(free, notes, panic)
 
+    def _candidates_by_positions(
+        self, task: TaskRequest, snapshot: FleetSnapshot, static: FleetStatic, queue_aware: bool
+    ) -> _Candidates | None:
+        """`candidates` over the cached positions of the capable agents (small fleets): the
+        same lists, without testing every agent's capabilities on every selection."""
+        positions = static.capable_positions(task.required_capabilities)
+        if not positions:
+            return None
+        agents = snapshot.agents
+        capable = [agents[positions[0]]] if len(positions) == 1 else list(itemgetter(*positions)(agents))
+        now = snapshot.now
+        if now >= snapshot.ejected_bound:
+            healthy = capable
+        else:
+            healthy = [s for s in capable if now >= s.ejected_until]
+        notes: list[str] = []
+        panic = False
+        if 100.0 * len(healthy) / len(capable) < self.config.panic_threshold_percent or not healthy:
+            if self.config.panic_mode_enabled:
+                panic = True
+                notes.append(
+                    f"panic mode: only {len(healthy)} of {len(capable)} capable agents healthy, "
+                    "ejection ignored"
+                )
+                healthy = capable
+            elif not healthy:
+                raise AllAgentsEjectedError(
+                    f"all {len(capable)} capable agents are ejected and panic mode is off"
+                )
+        if queue_aware:
+            return _Candidates(healthy, notes, panic)
+        free = [s for s in healthy if s.active_tasks < s.agent.max_concurrency]
+        if not free:
+            notes.append(f"all {len(healthy)} candidate agents at capacity, choosing among all")
+            free = healthy
+        return _Candidates(free, notes, panic)
+
+    def _candidates_by_columns(
+        self,
+        task: TaskRequest,
+        snapshot: FleetSnapshot,
+        agent_ids: Collection[str] | None,
+        queue_aware: bool,
+    ) -> _Candidates | None:
+        """`candidates` as mask arithmetic on the snapshot's columns; None when no agent is
+        capable (the row-by-row path then builds the error message)."""
+        columns = snapshot.columns
+        assert columns is not None
+        static = columns.static
+        capable, n_capable = static.capable(task.required_capabilities)
+        if agent_ids is not None:
+            allowed = np.zeros(len(static.ids), dtype=bool)
+            index = snapshot.index
+            for agent_id in set(agent_ids):
+                position = index.get(agent_id)
+                if position is not None:
+                    allowed[position] = True
+            capable = capable & allowed
+            n_capable = int(np.count_nonzero(capable))
+        if not n_capable:
+            return None
+        values = columns.values
+        if snapshot.now >= columns.ejected_bound:  # nobody is ejected now
+            healthy, n_healthy = capable, n_capable
+        else:
+            healthy = capable & (snapshot.now >= values[COL_EJECTED_UNTIL])
+            n_healthy = int(np.count_nonzero(healthy))
+        notes: list[str] = []
+        panic = False
+        healthy_pct = 100.0 * n_healthy / n_capable
+        if healthy_pct < self.config.panic_threshold_percent or not n_healthy:
+            if self.config.panic_mode_enabled:
+                panic = True
+                notes.append(
+                    f"panic mode: only {n_healthy} of {n_capable} capable agents healthy, ejection ignored"
+                )
+                healthy = capable
+                n_healthy = n_capable
+            elif not n_healthy:
+                raise AllAgentsEjectedError(
+                    f"all {n_capable} capable agents are ejected and panic mode is off"
+                )
+        if queue_aware:
+            positions = np.flatnonzero(healthy)
+        else:
+            positions = np.flatnonzero(healthy & (values[COL_ACTIVE] < static.max_concurrency))
+            if not len(positions):
+                notes.append(f"all {n_healthy} candidate agents at capacity, choosing among all")
+                positions = np.flatnonzero(healthy)
+        agents = snapshot.agents
+        if len(positions) == len(agents):
+            states: Sequence[AgentState] = agents
+        elif len(positions) == 1:
+            states = [agents[int(positions[0])]]
+        else:
+            states = itemgetter(*positions.tolist())(agents)
+        return _Candidates(CandidateStates(states, positions, snapshot), notes, panic)
+
     def select(
         self,
         task: TaskRequest,
@@ -210,7 +333,13 @@ class Balancer:
             raise UnknownStrategyError(name, self.strategies)
         self._expire_if_due()
         snapshot = self.tracker.snapshot()
-        pool = self.candidates(task, snapshot, agent_ids, chosen_strategy.queue_aware)
+        pool = self.candidates(
+            task,
+            snapshot,
+            agent_ids,
+            chosen_strategy.queue_aware,
+            len(snapshot.agents) >= chosen_strategy.columns_from,
+        )
         fallback_reason = ""
         try:
             with self._lock:
@@ -256,14 +385,70 @@ class Balancer:
     ) -> SelectionResult:
         selected = snapshot.get(decision.chosen)
         assert selected is not None
-        prediction = decision.predictions.get(decision.chosen)
-        top = heapq.nlargest(max(top_k, 0) + 1, decision.scores.items(), key=itemgetter(1))
+        predictions = decision.predictions
+        chosen_index = decision.chosen_index
+        if chosen_index is not None and isinstance(predictions, PredictionMapping):
+            prediction: PredictedCompletion | None = predictions.at(chosen_index)
+        else:
+            prediction = predictions.get(decision.chosen)
+        scores = decision.scores
+        alternatives: tuple[RankedAgent, ...] = ()
+        if top_k > 0:
+            if (
+                chosen_index is not None
+                and isinstance(scores, ArrayMapping)
+                and not np.isnan(scores.values_).any()
+            ):
+                alternatives = self._alternatives_by_array(scores, chosen_index, predictions, snapshot, top_k)
+            else:
+                alternatives = self._alternatives(decision, snapshot, top_k)
+        label = "Hybrid selection" if name == Hybrid.name else f"{name} selection"
+        reason = f"{label} ({decision.detail})" if decision.detail else label
+        if fallback_reason:
+            reason += f"; {fallback_reason}"
+        if pool.notes:
+            reason += "; " + "; ".join(pool.notes)
+        features = agent_state_features(selected, task.task_type, snapshot)
+        return fast_new(
+            SelectionResult,
+            {
+                "task_id": task.task_id,
+                "selected_agent": selected.agent,
+                "strategy_used": name,
+                "confidence_score": min(max(decision.confidence, 0.0), 1.0),
+                "load_metrics": AgentLoadMetrics.from_state(
+                    selected, snapshot, prediction.p50_s if prediction else 0.0
+                ),
+                "selection_reason": reason,
+                "fallback_used": bool(fallback_reason),
+                "alternative_agents": alternatives,
+                "strategy_scores": (
+                    {k: v[decision.chosen] for k, v in decision.component_scores.items()}
+                    if decision.component_scores
+                    else {}
+                ),
+                "predicted_completion": prediction,
+                "model_version": decision.model_version,
+                "dispatch_features": dispatch_row(task, features),
+                "task_type": task.task_type,
+                "task_attributes": dict(task.requirements),
+                "dispatched_at": snapshot.now,
+                "panic": pool.panic,
+            },
+        )
+
+    @staticmethod
+    def _alternatives(
+        decision: StrategyDecision, snapshot: FleetSnapshot, top_k: int
+    ) -> tuple[RankedAgent, ...]:
+        """The next `top_k` agents by score (ties: earlier candidate first), from any mapping."""
+        top = heapq.nlargest(top_k + 1, decision.scores.items(), key=itemgetter(1))
         ranked = [
             state
             for agent_id, _ in top
             if agent_id != decision.chosen and (state := snapshot.get(agent_id)) is not None
-        ][: max(top_k, 0)]
-        alternatives = tuple(
+        ][:top_k]
+        return tuple(
             RankedAgent(
                 s.agent.id,
                 s.agent.name,
@@ -273,37 +458,41 @@ class Balancer:
             )
             for s in ranked
         )
-        label = "Hybrid selection" if name == Hybrid.name else f"{name} selection"
-        reason = f"{label} ({decision.detail})" if decision.detail else label
-        if fallback_reason:
-            reason += f"; {fallback_reason}"
-        if pool.notes:
-            reason += "; " + "; ".join(pool.notes)
-        features = agent_state_features(selected, task.task_type, snapshot)
-        return SelectionResult(
-            task_id=task.task_id,
-            selected_agent=selected.agent,
-            strategy_used=name,
-            confidence_score=min(max(decision.confidence, 0.0), 1.0),
-            load_metrics=AgentLoadMetrics.from_state(
-                selected, snapshot, prediction.p50_s if prediction else 0.0
-            ),
-            selection_reason=reason,
-            fallback_used=bool(fallback_reason),
-            alternative_agents=alternatives,
-            strategy_scores=(
-                {k: v[decision.chosen] for k, v in decision.component_scores.items()}
-                if decision.component_scores
-                else {}
-            ),
-            predicted_completion=prediction,
-            model_version=decision.model_version,
-            dispatch_features=dispatch_row(task, features),
-            task_type=task.task_type,
-            task_attributes=dict(task.requirements),
-            dispatched_at=snapshot.now,
-            panic=pool.panic,
-        )
+
+    @staticmethod
+    def _alternatives_by_array(
+        scores: ArrayMapping,
+        chosen_index: int,
+        predictions: Mapping[str, PredictedCompletion],
+        snapshot: FleetSnapshot,
+        top_k: int,
+    ) -> tuple[RankedAgent, ...]:
+        """`_alternatives` on the score array: the same agents in the same order."""
+        values = scores.values_
+        order: list[int] | None = None
+        if top_k == 1 and len(values) > 1:
+            masked = values.copy()
+            masked[chosen_index] = -np.inf
+            best = int(masked.argmax())  # first maximum: earlier candidates win ties, as in nlargest
+            if best != chosen_index:
+                order = [best]
+        if order is None:
+            order = [i for i in np.argsort(-values, kind="stable")[: top_k + 1].tolist() if i != chosen_index]
+        ranked: list[RankedAgent] = []
+        arrays = predictions if isinstance(predictions, PredictionMapping) else None
+        for i in order[:top_k]:
+            state = snapshot.get(scores.ids[i])
+            if state is None:
+                continue
+            if arrays is not None:
+                p50: float | None = float(arrays.p50_s[i])
+                p90: float | None = float(arrays.p90_s[i])
+            elif (found := predictions.get(state.agent.id)) is not None:
+                p50, p90 = found.p50_s, found.p90_s
+            else:
+                p50 = p90 = None
+            ranked.append(RankedAgent(state.agent.id, state.agent.name, float(values[i]), p50, p90))
+        return tuple(ranked)
 
     # --- outcomes -------------------------------------------------------------------
     def report(self, outcome: TaskOutcome, finished_at: float | None = None) -> CompletedTask:

@@ -16,7 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agentlb.domain import AgentState, AttributeValue, FleetSnapshot, TaskRequest
+from agentlb.domain import (
+    COL_CPU,
+    COL_EWMA_S,
+    COL_MEMORY,
+    COL_SUCCESS_RATE,
+    COL_TREND_SLOPE,
+    AgentState,
+    AttributeValue,
+    CandidateView,
+    FleetSnapshot,
+    FleetStatic,
+    TaskRequest,
+    candidate_view,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -202,7 +215,86 @@ class FeatureSpec:
         snapshot: FleetSnapshot,
         state_rows: Sequence[Mapping[str, float]] | None = None,
     ) -> np.ndarray:
-        """One row per candidate agent for this task, in `feature_names` order."""
+        """One row per candidate agent for this task, in `feature_names` order.
+
+        Built column by column from the snapshot's arrays: the same values `agent_state_features`
+        gives row by row (tests/core pins the two together), without a Python row per agent.
+        """
+        if state_rows is not None or not candidates:
+            return self._encode_rows(task, candidates, snapshot, state_rows)
+        view = candidate_view(task.task_type, candidates, snapshot)
+        layout = self._layout()
+        matrix = np.empty((view.n, layout.width), dtype=np.float64)
+        matrix[:, 0] = self.encode_category("task_type", task.task_type)
+        matrix[:, 1] = self._agent_codes(view)
+        for j, column in enumerate(self._state_columns(view, task.task_type, snapshot), start=2):
+            matrix[:, j] = column
+        attrs = task.requirements
+        j = 2 + len(AGENT_STATE_FEATURES)
+        for name in self.numeric_attributes:
+            matrix[:, j] = _numeric(attrs.get(name))
+            j += 1
+        for name in self.categorical_attributes:
+            matrix[:, j] = self.encode_category(name, attrs.get(name))
+            j += 1
+        return matrix
+
+    @staticmethod
+    def _state_columns(
+        view: CandidateView, task_type: str, snapshot: FleetSnapshot
+    ) -> tuple[np.ndarray | float, ...]:
+        """`agent_state_features` as columns, in AGENT_STATE_FEATURES order."""
+        own = view.own_ewma
+        fleet_type = snapshot.fleet_ewma_by_type.get(task_type)
+        if fleet_type:  # fleet / own where both are truthy (own: known and non-zero), else NaN
+            specialization = np.full(view.n, NAN)
+            np.divide(fleet_type, own, out=specialization, where=(own != 0.0) & ~np.isnan(own))
+        else:
+            specialization = np.full(view.n, NAN)
+        return (
+            view.active,
+            view.max_concurrency,
+            view.load_score(),
+            own,
+            view.row(COL_EWMA_S),
+            view.samples,
+            view.row(COL_SUCCESS_RATE),
+            view.row(COL_CPU),
+            view.row(COL_MEMORY),
+            view.row(COL_TREND_SLOPE),
+            _opt(fleet_type),
+            specialization,
+        )
+
+    def _agent_codes(self, view: CandidateView) -> np.ndarray:
+        """Vocabulary codes of the candidates' agent ids (cached per fleet definition)."""
+        static = view.columns.static
+        cached: tuple[FleetStatic, np.ndarray] | None = getattr(self, "_agent_code_cache", None)
+        if cached is None or cached[0] is not static:
+            codes = self._codes().get("agent_id", {})
+            every = np.array([float(codes.get(a, NAN)) for a in static.ids], dtype=np.float64)
+            cached = (static, every)
+            self._agent_code_cache = cached
+        every = cached[1]
+        return every if view.positions is None else every[view.positions]
+
+    def _layout(self) -> _Layout:
+        cached: _Layout | None = getattr(self, "_layout_cache", None)
+        if cached is None or cached.key != (len(self.numeric_attributes), len(self.categorical_attributes)):
+            cached = _Layout(
+                (len(self.numeric_attributes), len(self.categorical_attributes)), len(self.feature_names)
+            )
+            self._layout_cache = cached
+        return cached
+
+    def _encode_rows(
+        self,
+        task: TaskRequest,
+        candidates: Sequence[AgentState],
+        snapshot: FleetSnapshot,
+        state_rows: Sequence[Mapping[str, float]] | None = None,
+    ) -> np.ndarray:
+        """Row-by-row encoding (given state rows, or no candidates)."""
         task_part = [self.encode_category("task_type", task.task_type)]
         attrs = task.requirements
         numeric_part = [_numeric(attrs.get(c)) for c in self.numeric_attributes]
@@ -242,6 +334,12 @@ class FeatureSpec:
             vocabularies={k: list(v) for k, v in data["vocabularies"].items()},
             version=str(data["version"]),
         )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    key: tuple[int, int]
+    width: int
 
 
 def dispatch_row(task: TaskRequest, state_features: Mapping[str, float]) -> dict[str, AttributeValue]:

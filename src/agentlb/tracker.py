@@ -14,15 +14,24 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+import numpy as np
+
 from agentlb.domain import (
+    TYPE_SAMPLES,
     Agent,
     AgentState,
     CompletedTask,
+    FleetColumns,
     FleetSnapshot,
+    FleetStatic,
     InFlightTask,
     TaskOutcome,
     TaskRequest,
-    WorkloadTrend,
+    TrendCell,
+    fast_new,
+    load_trend,
+    state_row,
+    type_row,
 )
 from agentlb.errors import (
     ConflictingOutcomeError,
@@ -35,7 +44,6 @@ from agentlb.errors import (
 Clock = Callable[[], float]
 
 TREND_WINDOW = 16
-TREND_THRESHOLD = 0.25
 FINISHED_MEMORY = 100_000
 
 
@@ -70,28 +78,14 @@ class _AgentRecord:
     ejected_until: float = 0.0
     times_ejected: int = 0
     cached: AgentState | None = None
+    # Frozen copies of the per-type dicts, shared by successive states until the agent learns.
+    types_view: tuple[dict[str, float], dict[str, float], dict[str, int]] | None = None
+    # (slope, trend) of `load_samples`, computed on first read and kept until a sample is added
+    # (heartbeats do not move it).
+    trend_cell: TrendCell | None = None
 
 
-def _trend(samples: Iterable[tuple[float, int]], max_concurrency: int) -> tuple[float, WorkloadTrend]:
-    """Least-squares slope of in-flight count over the recent window (tasks per second),
-    classified by how much it moved the agent's load over that window."""
-    points = list(samples)
-    if len(points) < 3:
-        return 0.0, WorkloadTrend.STABLE
-    n = len(points)
-    mean_t = sum(t for t, _ in points) / n
-    mean_y = sum(y for _, y in points) / n
-    var_t = sum((t - mean_t) ** 2 for t, _ in points)
-    if var_t <= 0:
-        return 0.0, WorkloadTrend.STABLE
-    slope = sum((t - mean_t) * (y - mean_y) for t, y in points) / var_t
-    span = points[-1][0] - points[0][0]
-    change = slope * span / max_concurrency
-    if change > TREND_THRESHOLD:
-        return slope, WorkloadTrend.INCREASING
-    if change < -TREND_THRESHOLD:
-        return slope, WorkloadTrend.DECREASING
-    return slope, WorkloadTrend.STABLE
+_trend = load_trend
 
 
 class AgentLoadTracker:
@@ -109,6 +103,14 @@ class AgentLoadTracker:
         self._states: list[AgentState] | None = None
         self._index: Mapping[str, int] = MappingProxyType({})
         self._dirty: set[str] = set()
+        self._type_dirty: dict[str, set[str]] = {}
+        # Column arrays are brought up to date only when a strategy asks for them (columns_for):
+        # positions changed since the last update, with the task types whose statistics moved.
+        self._columns: FleetColumns | None = None
+        self._column_pending: dict[int, set[str]] = {}
+        self._generation = 0
+        self._static: FleetStatic | None = None
+        self._ejected_bound = -math.inf  # at least every agent's ejected_until
         # Running sums of every agent's EWMAs, so fleet means cost O(task types) to refresh.
         self._type_sums: dict[str, float] = {}
         self._type_counts: dict[str, int] = {}
@@ -127,6 +129,7 @@ class AgentLoadTracker:
                 record.agent = agent
                 record.history_only = False
                 record.cached = None
+                record.trend_cell = None
                 self._fleet_cache = None
             self._rebuild_all()
 
@@ -174,6 +177,7 @@ class AgentLoadTracker:
             record.in_flight[task.task_id] = entry
             self._task_agent[task.task_id] = agent_id
             record.load_samples.append((now, len(record.in_flight)))
+            record.trend_cell = None
             self._invalidate(record)
             return entry
 
@@ -205,7 +209,10 @@ class AgentLoadTracker:
                 del self._task_agent[entry.task_id]
                 self._remember_finished(entry.task_id, outcome.agent_id, outcome)
             self._observe(record, outcome, task_type, now)
+            if outcome.success and task_type is not None:
+                self._types_changed(record, (task_type,))
             record.load_samples.append((now, len(record.in_flight)))
+            record.trend_cell = None
             self._invalidate(record, learned=outcome.success)
             return CompletedTask(
                 task_id=entry.task_id if entry else None,
@@ -221,6 +228,8 @@ class AgentLoadTracker:
         with self._lock:
             record = self._require(outcome.agent_id)
             self._observe(record, outcome, outcome.task_type, finished_at)
+            if outcome.success and outcome.task_type is not None:
+                self._types_changed(record, (outcome.task_type,))
             self._invalidate(record, learned=outcome.success)
 
     def set_counts(self, agent_id: str, completed: int, failed: int) -> None:
@@ -236,7 +245,8 @@ class AgentLoadTracker:
             for task_type, n in counts.items():
                 if task_type in record.samples_by_type:
                     record.samples_by_type[task_type] = n
-            self._invalidate(record)
+                    self._types_changed(record, (task_type,))
+            self._invalidate(record, learned=True)
 
     def mark_finished(self, task_id: str, agent_id: str) -> None:
         """Remember a task as finished (restore), so a late duplicate is recognised."""
@@ -273,6 +283,7 @@ class AgentLoadTracker:
         with self._lock:
             record = self._require(agent_id)
             record.ejected_until = until
+            self._ejected_bound = max(self._ejected_bound, until)
             record.times_ejected += 1
             record.consecutive_failures = 0
             self._invalidate(record)
@@ -304,27 +315,58 @@ class AgentLoadTracker:
                 live = [r for r in self._agents.values() if not r.history_only]
                 self._states = [self._state_of(r) for r in live]
                 self._index = MappingProxyType({r.agent.id: i for i, r in enumerate(live)})
+                self._static = FleetStatic([r.agent for r in live])
+                self._ejected_bound = max((r.ejected_until for r in self._agents.values()), default=-math.inf)
                 self._dirty.clear()
+                self._type_dirty.clear()
                 self._agents_cache = None
+                self._columns = None
+                self._column_pending.clear()
             if self._dirty:
+                pending = self._column_pending
+                type_dirty = self._type_dirty
                 for agent_id in self._dirty:
                     position = self._index.get(agent_id)
                     if position is not None:
                         self._states[position] = self._state_of(self._agents[agent_id])
+                        moved = pending.setdefault(position, set())
+                        if agent_id in type_dirty:
+                            moved |= type_dirty[agent_id]
                 self._dirty.clear()
                 self._agents_cache = None
+                type_dirty.clear()
             if self._agents_cache is None:
                 self._agents_cache = tuple(self._states)
             if self._fleet_cache is None:
                 self._fleet_cache = self._fleet_ewmas()
             by_type, overall = self._fleet_cache
-            return FleetSnapshot(
-                now=self.clock(),
-                agents=self._agents_cache,
-                fleet_ewma_by_type=by_type,
-                fleet_ewma_s=overall,
-                index=self._index,
+            return fast_new(
+                FleetSnapshot,
+                {
+                    "now": self.clock(),
+                    "agents": self._agents_cache,
+                    "fleet_ewma_by_type": by_type,
+                    "fleet_ewma_s": overall,
+                    "index": self._index,
+                    "_column_source": self,
+                    "_generation": self._generation,
+                    "_static": self._static,
+                    "_ejected_bound": self._ejected_bound,
+                },
             )
+
+    def columns_for(self, snapshot: FleetSnapshot) -> FleetColumns:
+        """The snapshot's states as column arrays. Brought up to date incrementally (changed
+        agents only) when nothing moved since the snapshot was taken, else built from its states."""
+        with self._lock:
+            if snapshot.__dict__.get("_generation") == self._generation and self._states is not None:
+                if self._columns is None:
+                    self._columns = FleetColumns.from_states(self._states, self._static)
+                    self._column_pending.clear()
+                elif self._column_pending:
+                    self._update_columns()
+                return self._columns
+        return FleetColumns.from_states(snapshot.agents)
 
     def total_in_flight(self) -> int:
         with self._lock:
@@ -341,12 +383,57 @@ class AgentLoadTracker:
         """Mark one agent's cached state stale; `learned` when its duration EWMAs moved."""
         record.cached = None
         self._dirty.add(record.agent.id)
+        self._generation += 1
         if learned:
             self._fleet_cache = None
+            record.types_view = None
+
+    def _types_changed(self, record: _AgentRecord, task_types: Iterable[str]) -> None:
+        """Note which of the agent's per-type statistics moved, for the column update."""
+        self._type_dirty.setdefault(record.agent.id, set()).update(task_types)
+
+    def _update_columns(self) -> None:
+        """Copy-on-write update of the column arrays: rewrite only the changed agents' columns,
+        into fresh arrays, so columns already handed out with a snapshot never change."""
+        columns = self._columns
+        states = self._states
+        assert columns is not None and states is not None
+        values = columns.values.copy()
+        types = columns.types
+        fresh: dict[str, np.ndarray] | None = None
+        copied: set[str] = set()
+        n = values.shape[1]
+        bound = columns.ejected_bound
+        for position, moved in self._column_pending.items():
+            state = states[position]
+            values[:, position] = state_row(state)
+            if state.ejected_until > bound:
+                bound = state.ejected_until
+            if not moved:
+                continue
+            if fresh is None:
+                fresh = dict(types)
+            for task_type in moved:
+                matrix = fresh.get(task_type)
+                if matrix is None:
+                    matrix = np.full((3, n), np.nan)
+                    matrix[TYPE_SAMPLES] = 0.0
+                    fresh[task_type] = matrix
+                    copied.add(task_type)
+                elif task_type not in copied:
+                    matrix = fresh[task_type] = matrix.copy()
+                    copied.add(task_type)
+                matrix[:, position] = type_row(state, task_type)
+        self._columns = FleetColumns(
+            columns.static, columns.registered_at, values, types if fresh is None else fresh, bound
+        )
+        self._column_pending.clear()
 
     def _rebuild_all(self) -> None:
         self._states = None
         self._agents_cache = None
+        self._columns = None
+        self._generation += 1
 
     def _oldest_in_flight(self, record: _AgentRecord, task_type: str | None) -> InFlightTask | None:
         for entry in record.in_flight.values():
@@ -412,29 +499,40 @@ class AgentLoadTracker:
 
     def _state_of(self, record: _AgentRecord) -> AgentState:
         if record.cached is None:
-            slope, trend = _trend(record.load_samples, record.agent.max_concurrency)
-            record.cached = AgentState(
-                agent=record.agent,
-                active_tasks=len(record.in_flight),
-                completed_tasks=record.completed,
-                failed_tasks=record.failed,
-                success_rate=record.success_rate,
-                ewma_duration_s=record.ewma_s,
-                ewma_duration_by_type=dict(record.ewma_by_type),
-                ewma_variance_by_type=dict(record.var_by_type),
-                samples_by_type=dict(record.samples_by_type),
-                peak_ewma_s=record.peak_cost_s,
-                peak_ewma_stamp=record.peak_stamp,
-                cpu_usage=record.cpu_usage,
-                memory_usage=record.memory_usage,
-                queue_length=record.queue_length,
-                trend_slope=slope,
-                workload_trend=trend,
-                consecutive_failures=record.consecutive_failures,
-                ejected_until=record.ejected_until,
-                times_ejected=record.times_ejected,
-                registered_at=record.registered_at,
-                in_flight=tuple(record.in_flight.values()),
+            cell = record.trend_cell
+            if cell is None:
+                cell = record.trend_cell = TrendCell(tuple(record.load_samples), record.agent.max_concurrency)
+            views = record.types_view
+            if views is None:
+                views = record.types_view = (
+                    dict(record.ewma_by_type),
+                    dict(record.var_by_type),
+                    dict(record.samples_by_type),
+                )
+            record.cached = fast_new(
+                AgentState,
+                {
+                    "agent": record.agent,
+                    "active_tasks": len(record.in_flight),
+                    "completed_tasks": record.completed,
+                    "failed_tasks": record.failed,
+                    "success_rate": record.success_rate,
+                    "ewma_duration_s": record.ewma_s,
+                    "ewma_duration_by_type": views[0],
+                    "ewma_variance_by_type": views[1],
+                    "samples_by_type": views[2],
+                    "peak_ewma_s": record.peak_cost_s,
+                    "peak_ewma_stamp": record.peak_stamp,
+                    "cpu_usage": record.cpu_usage,
+                    "memory_usage": record.memory_usage,
+                    "queue_length": record.queue_length,
+                    "_trend_cell": cell,
+                    "consecutive_failures": record.consecutive_failures,
+                    "ejected_until": record.ejected_until,
+                    "times_ejected": record.times_ejected,
+                    "registered_at": record.registered_at,
+                    "in_flight": tuple(record.in_flight.values()),
+                },
             )
         return record.cached
 

@@ -6,6 +6,7 @@ import json
 import random
 import statistics
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -76,6 +77,8 @@ def load_predictor(kind: str) -> PredictorRef:
 
 
 def register(app: typer.Typer) -> None:
+    register_model_bench(app)
+
     @app.command("bench-select")
     def bench_select(
         agents: Annotated[str, typer.Option(help="comma-separated fleet sizes")] = "10,100,1000",
@@ -120,3 +123,69 @@ def register(app: typer.Typer) -> None:
         for r in records:
             table.add_row(r["strategy"], str(r["agents"]), f"{r['p50_us']:.1f}", f"{r['p99_us']:.1f}")
         Console().print(table)
+
+
+def _median_us(run: Callable[[], object], repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        run()
+        samples.append((time.perf_counter_ns() - start) / 1000.0)
+    return statistics.median(samples)
+
+
+def model_overhead(n_agents: int, iterations: int, seed: int = 0) -> dict[str, Any]:
+    """Hybrid selection with a LightGBM predictor fitted in memory on the bench fleet's own
+    dispatches, against the raw `Booster.predict` of the same candidate rows."""
+    import pandas as pd
+
+    from agentlb.training.quick import fit_predictor
+
+    ref = PredictorRef(HeuristicPredictor())
+    balancer = warmed_balancer(n_agents, ref, seed)
+    rng = random.Random(seed + 1)
+    rows: list[dict[str, Any]] = []
+    for i in range(max(30 * n_agents, 1000)):
+        task = TaskRequest(
+            task_type=TASK_TYPES[i % 4],
+            requirements={"complexity": rng.choice(("low", "high")), "tokens": rng.randint(10, 900)},
+        )
+        result = balancer.select(task, "least_connection")
+        duration = rng.uniform(0.5, 5.0)
+        balancer.report(TaskOutcome(result.selected_agent.id, duration, True, task.task_id, task.task_type))
+        row: dict[str, Any] = dict(result.dispatch_features)
+        row.update(task_id=task.task_id, agent_id=result.selected_agent.id, duration_s=duration, success=True)
+        row["arrival_time"] = 1_000_000.0 + i
+        rows.append(row)
+    model = fit_predictor(pd.DataFrame(rows), seed)
+    ref.swap(model)
+    snapshot = balancer.tracker.snapshot()
+    task = TaskRequest(task_type=TASK_TYPES[0], requirements={"complexity": "high", "tokens": 512})
+    candidates = list(snapshot.agents)
+    matrix = model.spec.encode_candidates(task, candidates, snapshot)
+
+    def raw_predict() -> None:
+        model.p50_booster.predict(matrix, num_threads=1)
+        model.p90_booster.predict(matrix, num_threads=1)
+
+    raw_us = _median_us(raw_predict, 300)
+    encode_us = _median_us(lambda: model.spec.encode_candidates(task, candidates, snapshot), 300)
+    p50, p99 = measure(balancer, "hybrid", iterations)
+    return {
+        "agents": n_agents,
+        "raw_booster_predict_us": round(raw_us, 1),
+        "encode_candidates_us": round(encode_us, 1),
+        "hybrid_p50_us": round(p50, 1),
+        "hybrid_p99_us": round(p99, 1),
+        "beyond_raw_predict_pct": round(100.0 * (p50 - raw_us) / raw_us, 1),
+    }
+
+
+def register_model_bench(app: typer.Typer) -> None:
+    @app.command("bench-model-overhead")
+    def bench_model_overhead(
+        agents: Annotated[int, typer.Option(min=1)] = 100,
+        iterations: Annotated[int, typer.Option(min=10)] = 1000,
+    ) -> None:
+        """Hybrid selection with an in-memory LightGBM model vs its raw Booster.predict (JSON)."""
+        typer.echo(json.dumps(model_overhead(agents, iterations), indent=2))

@@ -10,13 +10,22 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from agentlb.domain import AgentState, FleetSnapshot, PredictedCompletion, TaskRequest
+from agentlb.domain import (
+    COL_LATE_AT,
+    COLUMNS_MIN_CANDIDATES_RICH,
+    AgentState,
+    FleetSnapshot,
+    PredictedCompletion,
+    PredictionMapping,
+    TaskRequest,
+    candidate_view,
+)
 
 # A task running past its prediction still has this share of it left (never zero).
 MIN_REMAINING_SHARE = 0.25
 DEFAULT_SERVICE_S = 1.0
 # Running work overdue by less than this ratio is ordinary noise, not a slowed agent.
-LATENESS_THRESHOLD = 1.5
+LATENESS_THRESHOLD = 2.5
 MAX_LATENESS = 10.0
 
 
@@ -82,8 +91,10 @@ def typical_service_s(state: AgentState, task_type: str, snapshot: FleetSnapshot
 def lateness_factor(state: AgentState, now: float, task_type: str) -> float:
     """How much slower than predicted the agent's running work of this task type is going,
     from its in-flight tasks alone (no need to wait for a completion): the largest
-    elapsed / predicted among them, when it passes 1.5; otherwise 1. A slowed-down agent
-    shows here first. Per task type, so one mispredicted type does not taint the others."""
+    elapsed / predicted among them when it passes 2.5, otherwise 1. A slowed-down agent shows
+    here first. Below 2.5 an overrun is still ordinary noise: at 1.5, four busy slots of one
+    type tripped it often enough to push work to slow agents. Per task type, so one
+    mispredicted type does not taint the others."""
     worst = 1.0
     for entry in state.in_flight[: state.agent.max_concurrency]:
         if entry.predicted_service_s and entry.task_type == task_type:
@@ -128,6 +139,9 @@ def completion_times(
 ) -> list[PredictedCompletion]:
     """Completion from now on each candidate: wait behind its in-flight work plus service,
     both scaled by the agent's current lateness."""
+    if len(candidates) >= COLUMNS_MIN_CANDIDATES_RICH:
+        predictions = completion_arrays(task, candidates, snapshot, predictor)
+        return [predictions.at(i) for i in range(len(candidates))]
     service = predictor.predict_service(task, candidates, snapshot)
     result = []
     now = snapshot.now
@@ -138,3 +152,42 @@ def completion_times(
         p90 = max(lateness * float(service.p90_s[i]), p50)
         result.append(PredictedCompletion(wait + p50, wait + p90, p50, p90, wait))
     return result
+
+
+def completion_arrays(
+    task: TaskRequest,
+    candidates: Sequence[AgentState],
+    snapshot: FleetSnapshot,
+    predictor: Predictor,
+) -> PredictionMapping:
+    """`completion_times` as arrays keyed by agent id, with the same arithmetic.
+
+    Lateness and the queueing wait are computed per agent only where they can differ from
+    1 and 0: agents with a running task past the lateness screen, and agents whose slots are full.
+    """
+    service = predictor.predict_service(task, candidates, snapshot)
+    view = candidate_view(task.task_type, candidates, snapshot)
+    service_p50 = np.asarray(service.p50_s, dtype=np.float64)
+    service_p90 = np.asarray(service.p90_s, dtype=np.float64)
+    now = snapshot.now
+    late = np.flatnonzero(view.row(COL_LATE_AT) <= now)
+    full = np.flatnonzero(view.active >= view.max_concurrency)
+    if late.size:
+        lateness = np.ones(view.n)
+        for i in late.tolist():
+            lateness[i] = lateness_factor(candidates[i], now, task.task_type)
+        p50 = lateness * service_p50
+        p90_raw = lateness * service_p90
+    else:
+        lateness = None
+        p50 = service_p50.copy()
+        p90_raw = service_p90
+    p90 = np.where(p50 > p90_raw, p50, p90_raw)  # Python's max(p90_raw, p50), NaN included
+    if full.size:
+        wait = np.zeros(view.n)
+        for i in full.tolist():
+            wait[i] = expected_wait_s(
+                candidates[i], snapshot, 1.0 if lateness is None else float(lateness[i])
+            )
+        return PredictionMapping(view, wait + p50, wait + p90, p50, p90, wait)
+    return PredictionMapping(view, p50, p90, p50, p90, np.zeros(view.n))

@@ -8,7 +8,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from agentlb.domain import AgentState, FleetSnapshot, PredictedCompletion, TaskRequest
+import numpy as np
+
+from agentlb.domain import (
+    COLUMNS_MIN_CANDIDATES,
+    AgentState,
+    ArrayMapping,
+    CandidateView,
+    FleetSnapshot,
+    PredictedCompletion,
+    TaskRequest,
+)
 
 SLOW_START_MIN_FACTOR = 0.1
 
@@ -25,6 +35,8 @@ class StrategyDecision:
     component_choices: Mapping[str, str] = field(default_factory=dict)
     detail: str = ""
     model_version: str | None = None
+    # Position of `chosen` among the candidates, when the strategy knows it (saves lookups).
+    chosen_index: int | None = None
 
 
 class Strategy(ABC):
@@ -39,6 +51,8 @@ class Strategy(ABC):
     # A queue-aware strategy prices the wait behind an agent's in-flight work itself, so the
     # balancer also offers it agents whose slots are all busy.
     queue_aware: ClassVar[bool] = False
+    # From this many candidates on the strategy scores through the column arrays (same results).
+    columns_from: ClassVar[int] = COLUMNS_MIN_CANDIDATES
 
     def __init__(self, seed: int | None = None) -> None:
         self.seed = seed
@@ -56,6 +70,23 @@ class Strategy(ABC):
         tied = [agent_id for agent_id, s in scores.items() if s == best]
         return tied[0] if len(tied) == 1 else self.rng_.choice(tied)
 
+    def argmax_index(self, values: np.ndarray, view: CandidateView | ArrayMapping | list[str]) -> int:
+        """`argmax` over an array in candidate order: same pick, same generator draws."""
+        best = values.max()
+        if best != best:  # NaN: keep the exact semantics of Python's max over the mapping
+            ids = view if isinstance(view, list) else view.ids
+            chosen = self.argmax(dict(zip(ids, values.tolist(), strict=True)))
+            return ids.index(chosen)
+        tied = np.flatnonzero(values == best)
+        if len(tied) == 1:
+            return int(tied[0])
+        return int(self.rng_.choice(tied.tolist()))
+
+
+def columns_pay_off(candidates: Sequence[AgentState], minimum: int = COLUMNS_MIN_CANDIDATES) -> bool:
+    """Whether to score through the column arrays rather than agent by agent."""
+    return len(candidates) >= minimum
+
 
 def slow_start_factor(state: AgentState, now: float, window_s: float) -> float:
     """Envoy slow start: a new agent's weight ramps linearly over the window, from 10%."""
@@ -65,6 +96,27 @@ def slow_start_factor(state: AgentState, now: float, window_s: float) -> float:
     if age >= window_s:
         return 1.0
     return max(SLOW_START_MIN_FACTOR, age / window_s)
+
+
+def slow_start_factors(view: CandidateView, now: float, window_s: float) -> np.ndarray:
+    """`slow_start_factor` for every candidate."""
+    if window_s <= 0:
+        return np.ones(view.n)
+    age = now - view.registered_at
+    return np.where(age >= window_s, 1.0, np.maximum(SLOW_START_MIN_FACTOR, age / window_s))
+
+
+def scale_to_max_array(values: np.ndarray) -> np.ndarray:
+    """`scale_to_max` over an array."""
+    top = values.max()
+    if top <= 0:
+        return np.ones(len(values))
+    scaled: np.ndarray = values / top
+    return scaled
+
+
+def array_scores(view: CandidateView, values: np.ndarray) -> ArrayMapping:
+    return ArrayMapping(view.ids, values)
 
 
 def scale_to_max(values: Mapping[str, float]) -> dict[str, float]:

@@ -5,13 +5,32 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from agentlb.domain import AgentState, FleetSnapshot, TaskRequest
+import numpy as np
+
+from agentlb.domain import (
+    COL_CPU,
+    COL_LC_SCORE,
+    COL_MEMORY,
+    COL_PEAK_EWMA_S,
+    COL_PEAK_STAMP,
+    COL_QUEUE,
+    COLUMNS_MIN_CANDIDATES_RICH,
+    AgentState,
+    ArrayMapping,
+    CandidateView,
+    FleetSnapshot,
+    TaskRequest,
+    candidate_view,
+)
 from agentlb.strategies.base import (
     Strategy,
     StrategyDecision,
+    columns_pay_off,
     register,
     scale_to_max,
+    scale_to_max_array,
     slow_start_factor,
+    slow_start_factors,
 )
 
 MIN_WEIGHT = 0.1
@@ -34,6 +53,7 @@ class WeightedRoundRobin(Strategy):
 
     name = "weighted_round_robin"
     short_name = "wrr"
+    columns_from = COLUMNS_MIN_CANDIDATES_RICH
 
     def __init__(self, seed: int | None = None, slow_start_window_s: float = 30.0) -> None:
         super().__init__(seed)
@@ -43,27 +63,59 @@ class WeightedRoundRobin(Strategy):
     def weights(
         self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
     ) -> dict[str, float]:
-        return {s.agent.id: wrr_weight(s, task, snapshot, self.slow_start_window_s) for s in candidates}
+        if not columns_pay_off(candidates, self.columns_from):
+            slow_start_s = self.slow_start_window_s
+            return {s.agent.id: wrr_weight(s, task, snapshot, slow_start_s) for s in candidates}
+        view = candidate_view(task.task_type, candidates, snapshot)
+        return dict(zip(view.ids, self.weights_array(view, snapshot).tolist(), strict=True))
+
+    def weights_array(self, view: CandidateView, snapshot: FleetSnapshot) -> np.ndarray:
+        """`wrr_weight` for every candidate, with the same arithmetic in the same order."""
+        capacity = 1.0 - view.load_score()
+        dynamic = np.maximum(view.success_rate * capacity * view.specialization(snapshot), MIN_WEIGHT)
+        weights: np.ndarray = (
+            dynamic * view.weight * slow_start_factors(view, snapshot.now, self.slow_start_window_s)
+        )
+        return weights
 
     def pick(self, weights: Mapping[str, float]) -> str:
+        return self.pick_lists(list(weights), list(weights.values()))
+
+    def pick_lists(self, ids: list[str], weights: list[float]) -> str:
         total = 0.0
         best_id, best_current = "", -math.inf
-        for agent_id, weight in weights.items():
-            current = self.current_.get(agent_id, 0.0) + weight
-            self.current_[agent_id] = current
+        current_ = self.current_
+        for agent_id, weight in zip(ids, weights, strict=True):
+            current = current_.get(agent_id, 0.0) + weight
+            current_[agent_id] = current
             total += weight
             if current > best_current:
                 best_id, best_current = agent_id, current
-        self.current_[best_id] -= total
+        current_[best_id] -= total
         return best_id
 
     def decide(
         self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
     ) -> StrategyDecision:
-        weights = self.weights(task, candidates, snapshot)
-        chosen = self.pick(weights)
-        scores = scale_to_max(weights)
-        return StrategyDecision(chosen, scores, scores[chosen], detail=f"weight {weights[chosen]:.3f}")
+        if not columns_pay_off(candidates, self.columns_from):
+            slow_start_s = self.slow_start_window_s
+            by_id = {s.agent.id: wrr_weight(s, task, snapshot, slow_start_s) for s in candidates}
+            chosen = self.pick(by_id)
+            scaled = scale_to_max(by_id)
+            return StrategyDecision(chosen, scaled, scaled[chosen], detail=f"weight {by_id[chosen]:.3f}")
+        view = candidate_view(task.task_type, candidates, snapshot)
+        weights = self.weights_array(view, snapshot)
+        weight_list = weights.tolist()
+        chosen = self.pick_lists(view.ids, weight_list)
+        i = view.ids.index(chosen)
+        scores = scale_to_max_array(weights)
+        return StrategyDecision(
+            chosen,
+            ArrayMapping(view.ids, scores),
+            float(scores[i]),
+            detail=f"weight {weight_list[i]:.3f}",
+            chosen_index=i,
+        )
 
 
 def adjusted_load(state: AgentState) -> float:
@@ -81,10 +133,27 @@ class LeastConnection(Strategy):
     def decide(
         self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
     ) -> StrategyDecision:
-        scores = {s.agent.id: 1.0 / (1.0 + adjusted_load(s)) for s in candidates}
+        if columns_pay_off(candidates):
+            return self.decide_view(candidate_view(task.task_type, candidates, snapshot))
+        floor = MIN_SUCCESS_RATE
+        scores = {
+            s.agent.id: 1.0 / (1.0 + s.active_tasks / (floor if floor > (sr := s.success_rate) else sr))
+            for s in candidates
+        }
         chosen = self.argmax(scores)
+        best = scores[chosen]
+        return StrategyDecision(chosen, scores, best, detail=f"adjusted load {1 / best - 1:.2f}")
+
+    def decide_view(self, view: CandidateView) -> StrategyDecision:
+        scores = view.row(COL_LC_SCORE)  # 1 / (1 + adjusted_load), computed per agent by the tracker
+        i = self.argmax_index(scores, view)
+        best = float(scores[i])
         return StrategyDecision(
-            chosen, scores, scores[chosen], detail=f"adjusted load {1 / scores[chosen] - 1:.2f}"
+            view.id_at(i),
+            ArrayMapping(view, scores),
+            best,
+            detail=f"adjusted load {1 / best - 1:.2f}",
+            chosen_index=i,
         )
 
 
@@ -107,18 +176,40 @@ class ResourceAware(Strategy):
 
     name = "resource_aware"
     short_name = "ra"
+    columns_from = COLUMNS_MIN_CANDIDATES_RICH
 
     def decide(
         self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
     ) -> StrategyDecision:
+        if columns_pay_off(candidates, self.columns_from):
+            return self.decide_view(candidate_view(task.task_type, candidates, snapshot), snapshot)
         specialization = {s.agent.id: snapshot.specialization(s, task.task_type) for s in candidates}
         best = max(specialization.values())
-        scores = {
+        by_id = {
             s.agent.id: resource_score(s, s.success_rate * specialization[s.agent.id] / best)
             for s in candidates
         }
-        chosen = self.argmax(scores)
-        return StrategyDecision(chosen, scores, scores[chosen], detail=f"resource score {scores[chosen]:.2f}")
+        chosen = self.argmax(by_id)
+        return StrategyDecision(chosen, by_id, by_id[chosen], detail=f"resource score {by_id[chosen]:.2f}")
+
+    def decide_view(self, view: CandidateView, snapshot: FleetSnapshot) -> StrategyDecision:
+        """`resource_score` for every candidate, with the same arithmetic in the same order."""
+        specialization = view.specialization(snapshot)
+        performance = view.success_rate * specialization / specialization.max()
+        cpu_availability = 1.0 - np.minimum(view.row(COL_CPU) / 100.0, 1.0)
+        memory_availability = 1.0 - np.minimum(view.row(COL_MEMORY) / 100.0, 1.0)
+        queue = np.maximum(view.active, view.row(COL_QUEUE))
+        queue_factor = 1.0 - np.minimum(queue / view.max_concurrency, 1.0)
+        scores = cpu_availability * 0.3 + memory_availability * 0.3 + queue_factor * 0.2 + performance * 0.2
+        i = self.argmax_index(scores, view)
+        best = float(scores[i])
+        return StrategyDecision(
+            view.id_at(i),
+            ArrayMapping(view, scores),
+            best,
+            detail=f"resource score {best:.2f}",
+            chosen_index=i,
+        )
 
 
 @register
@@ -163,6 +254,12 @@ class _TwoChoices(Strategy):
             return list(candidates)
         return self.rng_.sample(list(candidates), 2)
 
+    def two_positions(self, n: int) -> list[int]:
+        """`two` by position: `random.sample` draws depend only on the population's length."""
+        if n <= 2:
+            return list(range(n))
+        return self.rng_.sample(range(n), 2)
+
 
 @register
 class PowerOfTwo(_TwoChoices):
@@ -186,11 +283,28 @@ class PowerOfTwo(_TwoChoices):
     def decide(
         self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
     ) -> StrategyDecision:
-        raw = {s.agent.id: self.score(s, snapshot.now) for s in candidates}
-        pair = self.two(candidates)
-        chosen = self.argmax({s.agent.id: raw[s.agent.id] for s in pair})
-        scores = scale_to_max(raw)
-        return StrategyDecision(chosen, scores, scores[chosen], detail=f"better of {len(pair)} sampled")
+        if not columns_pay_off(candidates):
+            by_id = {s.agent.id: self.score(s, snapshot.now) for s in candidates}
+            sampled = self.two(candidates)
+            chosen = self.argmax({s.agent.id: by_id[s.agent.id] for s in sampled})
+            scaled = scale_to_max(by_id)
+            return StrategyDecision(
+                chosen, scaled, scaled[chosen], detail=f"better of {len(sampled)} sampled"
+            )
+        view = candidate_view(task.task_type, candidates, snapshot)
+        weight = view.weight * slow_start_factors(view, snapshot.now, self.slow_start_window_s)
+        raw = weight / (view.active + 1.0) ** self.active_request_bias
+        pair = self.two_positions(view.n)
+        chosen = self.argmax({view.id_at(i): float(raw[i]) for i in pair})
+        i = pair[0] if view.id_at(pair[0]) == chosen else pair[-1]
+        scores = scale_to_max_array(raw)
+        return StrategyDecision(
+            chosen,
+            ArrayMapping(view, scores),
+            float(scores[i]),
+            detail=f"better of {len(pair)} sampled",
+            chosen_index=i,
+        )
 
 
 @register
@@ -216,12 +330,45 @@ class PeakEwma(_TwoChoices):
             return NO_HISTORY_PENALTY
         return latency * (state.active_tasks + 1)
 
+    def costs(self, view: CandidateView, now: float) -> list[float]:
+        """`cost` for every candidate (math.exp per agent, so values match `cost` exactly)."""
+        decay_s = self.decay_s
+        exp = math.exp
+        result = []
+        for peak, stamp, active in zip(
+            view.row(COL_PEAK_EWMA_S).tolist(),
+            view.row(COL_PEAK_STAMP).tolist(),
+            view.active.tolist(),
+            strict=True,
+        ):
+            latency = peak * exp(-max(now - stamp, 0.0) / decay_s)
+            if latency == 0.0 and active > 0:
+                result.append(NO_HISTORY_PENALTY)
+            else:
+                result.append(latency * (active + 1))
+        return result
+
     def decide(
         self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
     ) -> StrategyDecision:
-        costs = {s.agent.id: self.cost(s, snapshot.now) for s in candidates}
-        pair = self.two(candidates)
-        chosen = self.argmax({s.agent.id: -costs[s.agent.id] for s in pair})
-        low = min(costs.values())
-        scores = {k: (1.0 if c <= 0 else (low / c if low > 0 else 0.0)) for k, c in costs.items()}
-        return StrategyDecision(chosen, scores, scores[chosen], detail=f"cost {costs[chosen]:.3f}")
+        if not columns_pay_off(candidates):
+            by_id = {s.agent.id: self.cost(s, snapshot.now) for s in candidates}
+            sampled = self.two(candidates)
+            chosen = self.argmax({s.agent.id: -by_id[s.agent.id] for s in sampled})
+            lowest = min(by_id.values())
+            scaled = {k: (1.0 if c <= 0 else (lowest / c if lowest > 0 else 0.0)) for k, c in by_id.items()}
+            return StrategyDecision(chosen, scaled, scaled[chosen], detail=f"cost {by_id[chosen]:.3f}")
+        view = candidate_view(task.task_type, candidates, snapshot)
+        costs = self.costs(view, snapshot.now)
+        pair = self.two_positions(view.n)
+        chosen = self.argmax({view.id_at(i): -costs[i] for i in pair})
+        low = min(costs)
+        scores = [(1.0 if c <= 0 else (low / c if low > 0 else 0.0)) for c in costs]
+        i = pair[0] if view.id_at(pair[0]) == chosen else pair[-1]
+        return StrategyDecision(
+            chosen,
+            ArrayMapping(view, np.array(scores)),
+            scores[i],
+            detail=f"cost {costs[i]:.3f}",
+            chosen_index=i,
+        )

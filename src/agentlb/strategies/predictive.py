@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from agentlb.domain import AgentState, FleetSnapshot, PredictedCompletion, TaskRequest
-from agentlb.predictor.base import PredictorRef, completion_times
+import numpy as np
+
+from agentlb.domain import (
+    COLUMNS_MIN_CANDIDATES_RICH,
+    AgentState,
+    ArrayMapping,
+    FleetSnapshot,
+    PredictedCompletion,
+    PredictionMapping,
+    TaskRequest,
+    candidate_view,
+)
+from agentlb.predictor.base import PredictorRef, completion_arrays, completion_times
 from agentlb.predictor.heuristic import HeuristicPredictor
 from agentlb.settings import DEFAULT_HYBRID_WEIGHTS, normalise_weights
 from agentlb.strategies.base import Strategy, StrategyDecision, register
@@ -32,6 +43,7 @@ class Predictive(Strategy):
     short_name = "ml"
     uses_predictor = True
     queue_aware = True
+    columns_from = COLUMNS_MIN_CANDIDATES_RICH
 
     def __init__(self, predictor: PredictorRef | None = None, seed: int | None = None) -> None:
         super().__init__(seed)
@@ -39,14 +51,55 @@ class Predictive(Strategy):
 
     def predict(
         self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
-    ) -> tuple[dict[str, PredictedCompletion], str]:
+    ) -> tuple[PredictionMapping, str]:
         predictor = self.predictor.current
-        times = completion_times(task, candidates, snapshot, predictor)
-        return {s.agent.id: t for s, t in zip(candidates, times, strict=True)}, predictor.version
+        return completion_arrays(task, candidates, snapshot, predictor), predictor.version
+
+    def decide_arrays(
+        self, task: TaskRequest, predictions: PredictionMapping, version: str
+    ) -> StrategyDecision:
+        """`decide_from` over arrays: same scores, same pick, same generator draws."""
+        p50 = predictions.p50_s
+        best = p50.min()
+        if best != best:  # NaN: the mapping path keeps Python's exact semantics
+            return self.decide_from(task, dict(predictions), version)
+        ids = predictions.scores
+        n = len(p50)
+        scores = np.ones(n)
+        np.divide(best, p50, out=scores, where=p50 > 0)
+        detail = "predicted completion {p50:.2f} s"
+        pool = None
+        if task.deadline_s is not None:
+            meeting = np.flatnonzero(predictions.p90_s <= task.deadline_s)
+            if meeting.size:
+                if meeting.size < n:
+                    pool = meeting
+                detail += (
+                    f"; meets the {task.deadline_s:g} s deadline at p90 ({meeting.size} of {n} agents do)"
+                )
+            else:
+                detail += f"; no agent meets the {task.deadline_s:g} s deadline at p90, earliest chosen"
+        if pool is None:
+            i = self.argmax_index(scores, ids)
+        else:
+            pool_ids = [ids.id_at(j) for j in pool.tolist()]
+            i = int(pool[self.argmax_index(scores[pool], pool_ids)])
+        p = predictions.at(i)
+        return StrategyDecision(
+            ids.id_at(i),
+            ArrayMapping(ids.source, scores),
+            spread_confidence(p.p50_s, p.p90_s),
+            predictions=predictions,
+            detail=detail.format(p50=p.p50_s),
+            model_version=version,
+            chosen_index=i,
+        )
 
     def decide_from(
         self, task: TaskRequest, predictions: Mapping[str, PredictedCompletion], version: str
     ) -> StrategyDecision:
+        if isinstance(predictions, PredictionMapping):
+            return self.decide_arrays(task, predictions, version)
         best = min(p.p50_s for p in predictions.values())
         scores = {k: (best / p.p50_s if p.p50_s > 0 else 1.0) for k, p in predictions.items()}
         pool = scores
@@ -75,8 +128,22 @@ class Predictive(Strategy):
     def decide(
         self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
     ) -> StrategyDecision:
+        if len(candidates) < self.columns_from:
+            predictor = self.predictor.current
+            times = completion_times(task, candidates, snapshot, predictor)
+            by_id = {s.agent.id: t for s, t in zip(candidates, times, strict=True)}
+            return self.decide_from(task, by_id, predictor.version)
         predictions, version = self.predict(task, candidates, snapshot)
-        return self.decide_from(task, predictions, version)
+        return self.decide_arrays(task, predictions, version)
+
+
+def min_max_array(scores: np.ndarray) -> np.ndarray:
+    """`min_max` over an array."""
+    low, high = scores.min(), scores.max()
+    if high - low <= 1e-12:
+        return np.ones(len(scores))
+    scaled: np.ndarray = (scores - low) / (high - low)
+    return scaled
 
 
 def min_max(scores: Mapping[str, float]) -> dict[str, float]:
@@ -99,6 +166,7 @@ class Hybrid(Strategy):
     name = "hybrid"
     short_name = "hybrid"
     uses_predictor = True
+    columns_from = COLUMNS_MIN_CANDIDATES_RICH
 
     @property
     def queue_aware(self) -> bool:  # type: ignore[override]
@@ -125,6 +193,67 @@ class Hybrid(Strategy):
     def decide(
         self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
     ) -> StrategyDecision:
+        """Components computed from one shared column view; each draws ties from its own
+        generator in the same order as before, so seeds reproduce."""
+        if len(candidates) < self.columns_from:
+            return self.decide_by_agent(task, candidates, snapshot)
+        weights = self.weights
+        view = candidate_view(task.task_type, candidates, snapshot)
+        raw: dict[str, np.ndarray] = {}
+        choices: dict[str, str] = {}
+        predictions: Mapping[str, PredictedCompletion] = {}
+        version: str | None = None
+        short: dict[str, str] = {}
+        if weights["weighted_round_robin"] > 0:
+            wrr = self.wrr_.weights_array(view, snapshot)
+            raw["weighted_round_robin"] = wrr
+            choices["weighted_round_robin"] = view.id_at(self.argmax_index(wrr, view))
+            short["weighted_round_robin"] = self.wrr_.short_name
+        if weights[self.least_connection_.name] > 0:
+            decision = self.least_connection_.decide_view(view)
+            self._component(
+                raw, choices, short, self.least_connection_.name, decision, self.least_connection_.short_name
+            )
+        if weights[self.resource_aware_.name] > 0:
+            decision = self.resource_aware_.decide_view(view, snapshot)
+            self._component(
+                raw, choices, short, self.resource_aware_.name, decision, self.resource_aware_.short_name
+            )
+        if weights["predictive"] > 0:
+            arrays, version = self.predictive_.predict(task, candidates, snapshot)
+            predictions = arrays
+            decision = self.predictive_.decide_arrays(task, arrays, version)
+            self._component(raw, choices, short, "predictive", decision, self.predictive_.short_name)
+        normalised = {name: min_max_array(scores) for name, scores in raw.items()}
+        combined = np.zeros(view.n)
+        for name, scores in normalised.items():
+            combined = combined + weights[name] * scores
+        i = self.argmax_index(combined, view)
+        chosen = view.id_at(i)
+        # A strategy "chose" the winner when the winner is among its top-ranked agents.
+        agreeing = [short[name] for name in normalised if normalised[name][i] >= 1.0 - 1e-9]
+        detail = (
+            f"chosen by {len(agreeing)} strategies: {', '.join(agreeing)}"
+            if agreeing
+            else "blended score highest, though no single strategy ranked it first"
+        )
+        best = float(combined[i])
+        return StrategyDecision(
+            chosen,
+            ArrayMapping(view, combined),
+            min(max(best, 0.0), 1.0),
+            predictions=predictions,
+            component_scores={name: {chosen: float(normalised[name][i])} for name in normalised},
+            component_choices=choices,
+            detail=detail,
+            model_version=version,
+            chosen_index=i,
+        )
+
+    def decide_by_agent(
+        self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+    ) -> StrategyDecision:
+        """`decide` agent by agent with mappings (cheaper for a few candidates; same results)."""
         weights = self.weights
         raw: dict[str, Mapping[str, float]] = {}
         choices: dict[str, str] = {}
@@ -141,7 +270,10 @@ class Hybrid(Strategy):
                 raw[component.name], choices[component.name] = decision.scores, decision.chosen
                 short[component.name] = component.short_name
         if weights["predictive"] > 0:
-            predictions, version = self.predictive_.predict(task, candidates, snapshot)
+            predictor = self.predictive_.predictor.current
+            times = completion_times(task, candidates, snapshot, predictor)
+            predictions = {s.agent.id: t for s, t in zip(candidates, times, strict=True)}
+            version = predictor.version
             decision = self.predictive_.decide_from(task, predictions, version)
             raw["predictive"], choices["predictive"] = decision.scores, decision.chosen
             short["predictive"] = self.predictive_.short_name
@@ -168,3 +300,16 @@ class Hybrid(Strategy):
             detail=detail,
             model_version=version,
         )
+
+    @staticmethod
+    def _component(
+        raw: dict[str, np.ndarray],
+        choices: dict[str, str],
+        short: dict[str, str],
+        name: str,
+        decision: StrategyDecision,
+        short_name: str,
+    ) -> None:
+        scores = decision.scores
+        assert isinstance(scores, ArrayMapping)
+        raw[name], choices[name], short[name] = scores.values_, decision.chosen, short_name
