@@ -171,3 +171,13 @@ def test_wrr_share_follows_weights_within_one_percent(clock: FakeClock) -> None:
         counts[strategy.decide(TaskRequest(task_type="t"), list(snapshot.agents), snapshot).chosen] += 1
     for agent_id, weight in weights.items():
         assert counts[agent_id] / 10_000 == pytest.approx(weight / 10.0, abs=0.01)
+
+
+def test_long_backlog_wait_is_the_fluid_drain_time(tracker: AgentLoadTracker, clock: FakeClock) -> None:
+    for i in range(42):  # slow has 2 slots: 2 running, 40 queued, 1 s each
+        tracker.dispatch("slow", TaskRequest(task_type="t", task_id=f"b{i}"), predicted_service_s=1.0)
+    snapshot = tracker.snapshot()
+    slow = snapshot.get("slow")
+    assert slow is not None
+    # exact FIFO on 2 slots: both free at 1 s, then 20 more tasks each -> a slot frees at 21 s
+    assert expected_wait_s(slow, snapshot) == pytest.approx(21.0)

@@ -102,13 +102,38 @@ def lateness_factor(state: AgentState, now: float, task_type: str) -> float:
     return min(worst, MAX_LATENESS) if worst >= LATENESS_THRESHOLD else 1.0
 
 
+# Queued tasks played forward exactly on the slots; past this many, the fluid drain time
+# (all remaining and queued work spread over the slots) stands in, so a long backlog costs
+# O(slots) per selection instead of O(backlog).
+EXACT_QUEUE_LIMIT = 32
+
+
+def _queued_work_s(state: AgentState, snapshot: FleetSnapshot) -> float:
+    """Predicted service time of the tasks queued behind the running ones, summed once per
+    agent state (states are immutable and rebuilt when the agent's work changes)."""
+    cached: tuple[float, dict[str, int]] | None = state.__dict__.get("_queued_work")
+    if cached is None:
+        known = 0.0
+        unknown: dict[str, int] = {}
+        for entry in state.in_flight[state.agent.max_concurrency :]:
+            if entry.predicted_service_s:
+                known += entry.predicted_service_s
+            else:
+                unknown[entry.task_type] = unknown.get(entry.task_type, 0) + 1
+        cached = (known, unknown)
+        state.__dict__["_queued_work"] = cached
+    known, unknown = cached
+    return known + sum(n * typical_service_s(state, t, snapshot) for t, n in unknown.items())
+
+
 def expected_wait_s(state: AgentState, snapshot: FleetSnapshot, lateness: float = 1.0) -> float:
     """Expected wait before a new task starts on `state.agent`.
 
     The agent runs `max_concurrency` tasks at once, first come first served. The first
     `max_concurrency` in-flight tasks are running, with their predicted remaining times; the
     rest queue with their full predicted service times (all scaled by the agent's lateness).
-    Playing that queue forward on the slots gives the time the next slot frees up.
+    Playing that queue forward on the slots gives the time the next slot frees up; for a
+    backlog longer than `EXACT_QUEUE_LIMIT`, the fluid drain time approximates it.
     """
     slots = state.agent.max_concurrency
     in_flight = state.in_flight
@@ -122,6 +147,9 @@ def expected_wait_s(state: AgentState, snapshot: FleetSnapshot, lateness: float 
         )
         remaining = service - (now - entry.dispatched_at)
         free_at.append(max(remaining, MIN_REMAINING_SHARE * service))
+    if len(in_flight) - slots > EXACT_QUEUE_LIMIT:
+        drain = (sum(free_at) + lateness * _queued_work_s(state, snapshot)) / slots
+        return max(min(free_at), drain)
     heapq.heapify(free_at)
     for entry in in_flight[slots:]:
         service = lateness * (
