@@ -9,7 +9,7 @@ parses the same body with the same schema and the same access dependency and ret
 constant answer, so the ratio isolates what selecting an agent (and logging the dispatch)
 costs. The two are measured alternately, `--repeats` times each, and medians are printed.
 The fleet: `--agents` agents whose concurrency never binds, warmed with real outcomes; tasks
-left in flight expire after 30 s (standing in for completions, so in-flight state stays
+left in flight expire after `--expiry` s (30; standing in for completions, so in-flight state stays
 bounded during a long run).
 """
 
@@ -45,7 +45,7 @@ IN_FLIGHT_EXPIRY_S = 30
 
 
 # --- the server under test ----------------------------------------------------------------
-def serve(home: Path, port: int) -> None:
+def serve(home: Path, port: int, expiry_s: float = IN_FLIGHT_EXPIRY_S) -> None:
     """Run the production app plus the bare endpoint (called in the server subprocess)."""
     import uvicorn
     from fastapi import FastAPI
@@ -54,7 +54,7 @@ def serve(home: Path, port: int) -> None:
     from agentlb.observability import configure_logging
     from agentlb.settings import load_settings
 
-    settings = load_settings(home=home, in_flight_expiry_s=IN_FLIGHT_EXPIRY_S, model_poll_interval_s=0)
+    settings = load_settings(home=home, in_flight_expiry_s=expiry_s, model_poll_interval_s=0)
     configure_logging(settings.log_level)
     app: FastAPI = create_app(settings)
     constant = {
@@ -106,11 +106,11 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
 
 
-def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(home: Path, port: int, expiry_s: float = IN_FLIGHT_EXPIRY_S) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLB_")}
     log = (home / "server.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port), "--home", str(home)],
+        [sys.executable, __file__, "--serve", str(port), "--home", str(home), "--expiry", str(expiry_s)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -194,7 +194,7 @@ def breakdown(n_agents: int, iterations: int = 500) -> dict[str, float]:
                 requirements=dict(BODY["task_requirements"]),
             )  # type: ignore[arg-type]
 
-        def median_us(step: Any) -> float:
+        def median_us(step: Any, iterations: int = iterations) -> float:
             samples = []
             for _ in range(iterations):
                 start = time.perf_counter()
@@ -211,17 +211,76 @@ def breakdown(n_agents: int, iterations: int = 500) -> dict[str, float]:
         }
         pending = iter(list(results))
         stages["store.record_dispatch"] = median_us(lambda: service.store.record_dispatch(next(pending)))
+        batch_size = 32
+        batches = [
+            [service.balancer.select(task(), "hybrid") for _ in range(batch_size)] for _ in range(20)
+        ]
+        queued = iter(batches)
+        stages[f"record_dispatches, per row (x{batch_size})"] = (
+            median_us(lambda: service.store.record_dispatches(next(queued)), iterations=len(batches))
+            / batch_size
+        )
         result = results[0]
         stages["metrics"] = median_us(lambda: service.metrics.observe_selection(result, 0.001))
         record.__dict__.update(selection_log_fields(result, 0.001))
         formatter = JsonFormatter()
         stages["JSON log line (format)"] = median_us(lambda: formatter.format(record))
         stages["response schema + JSON"] = median_us(lambda: SelectAgentResponse.of(result).model_dump_json())
-        stages["service.select (all of it)"] = median_us(lambda: service.select(task(), "hybrid"))
+        stages["service.select (all of it)"] = median_us(
+            lambda: results.append(service.select(task(), "hybrid"))
+        )
+        # CPU per selection, in-flight state reset between the two (it grows with every selection)
+        settle(service, results + [r for batch in batches for r in batch])
+        selected: list[Any] = []
+        stages["choose only (CPU/selection)"] = sequential_cpu_us(
+            lambda: selected.append(service.choose(task(), "hybrid"))
+        )
+        for result in selected:
+            service.store.record_dispatch(result)  # choose() logs nothing; the outcome needs it
+        settle(service, selected)
+        stages[f"select_async x{CONCURRENT} (CPU/selection)"] = concurrent_cpu_us(service, task)
         return stages
     finally:
         service.close()
         shutil.rmtree(home, ignore_errors=True)
+
+
+CONCURRENT = 64
+CPU_SAMPLES = 2048
+
+
+def settle(service: Any, results: list[Any]) -> None:
+    """Report an outcome for every selection still in flight, so later stages start equal."""
+    from agentlb.domain import TaskOutcome
+
+    for result in results:
+        if service.tracker.is_in_flight(result.task_id):
+            service.report_outcome(TaskOutcome(result.selected_agent.id, 2.0, True, result.task_id))
+
+
+def concurrent_cpu_us(service: Any, task: Any) -> float:
+    """Process CPU per selection with CONCURRENT requests in flight on one event loop, as the
+    API runs them: selection on the loop, dispatch record by group commit (writer thread
+    included, since process time counts every thread)."""
+    import asyncio
+
+    async def client() -> None:
+        for _ in range(CPU_SAMPLES // CONCURRENT):
+            await service.select_async(task(), "hybrid")
+
+    async def run() -> None:
+        await asyncio.gather(*(client() for _ in range(CONCURRENT)))
+
+    start = time.process_time()
+    asyncio.run(run())
+    return (time.process_time() - start) / CPU_SAMPLES * 1e6
+
+
+def sequential_cpu_us(step: Any) -> float:
+    start = time.process_time()
+    for _ in range(CPU_SAMPLES):
+        step()
+    return (time.process_time() - start) / CPU_SAMPLES * 1e6
 
 
 # --- wrk -------------------------------------------------------------------------------------
@@ -300,11 +359,17 @@ def main() -> int:
     parser.add_argument("--warm", type=int, default=1000, help="select+outcome pairs before measuring")
     parser.add_argument("--json", action="store_true", help="print the JSON record only")
     parser.add_argument("--breakdown", action="store_true", help="in-process cost of each stage, no HTTP")
+    parser.add_argument(
+        "--expiry",
+        type=float,
+        default=IN_FLIGHT_EXPIRY_S,
+        help="seconds before a task never reported expires from the tracker (bounds in-flight state)",
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.home, args.serve)
+        serve(args.home, args.serve, args.expiry)
         return 0
     if args.breakdown:
         for stage, micros in breakdown(args.agents).items():
@@ -316,7 +381,7 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="agentlb-load-"))
     prepare_home(home, args.agents)
     port = free_port()
-    server = start_server(home, port)
+    server = start_server(home, port, args.expiry)
     base = f"http://127.0.0.1:{port}"
     try:
         warm(base, args.warm)
@@ -342,6 +407,7 @@ def main() -> int:
 
     record = {
         "agents": args.agents,
+        "in_flight_expiry_s": args.expiry,
         "connections": args.connections,
         "duration_s": args.duration,
         "repeats": args.repeats,
@@ -369,7 +435,10 @@ def main() -> int:
         print(json.dumps(record, indent=2))
         return 0
     runs_label = f"{args.repeats} x {args.duration} s (medians)"
-    print(f"{args.agents} agents, hybrid, {args.connections} connections, {runs_label}")
+    print(
+        f"{args.agents} agents, hybrid, {args.connections} connections, {runs_label}, "
+        f"in-flight expiry {args.expiry:g} s"
+    )
     print(
         f"  /select-agent  {record['select_req_per_s']:8.0f} req/s   p50 {record['select_p50_ms']:6.2f} ms"
         f"   p99 {record['select_p99_ms']:6.2f} ms"

@@ -8,12 +8,15 @@ selection still succeeds from memory, the failure is counted and /health says "d
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import math
 import statistics
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +34,9 @@ from agentlb.domain import (
     TaskRequest,
 )
 from agentlb.errors import (
+    AgentLBError,
     ConflictingOutcomeError,
+    DispatchWriteSkippedError,
     DuplicateTaskError,
     InvalidWeightsError,
     ModelLoadError,
@@ -40,6 +45,7 @@ from agentlb.errors import (
     UnknownAgentError,
     UnknownTaskError,
 )
+from agentlb.group_commit import GroupCommitWriter, PendingWrite
 from agentlb.observability import Metrics, log_event, selection_log_fields
 from agentlb.predictor.base import Predictor, PredictorRef
 from agentlb.predictor.heuristic import HeuristicPredictor
@@ -59,6 +65,8 @@ BENCHMARK_MAX_RUNS = 24
 STORE_FAILURE_WINDOW_S = 60.0
 # After a failed dispatch write, skip dispatch writes this long (selections stay fast).
 DISPATCH_WRITE_PAUSE_S = 5.0
+# How long to wait for an MLflow tracking server before serving with the heuristic.
+TRACKING_PROBE_TIMEOUT_S = 3.0
 ProgressFn = Callable[[str], None]
 
 
@@ -119,8 +127,28 @@ def _load_model(settings: Settings) -> Predictor:
         from agentlb.predictor.model import ModelPredictor
     except ImportError as exc:
         raise ModelLoadError(f"model support is not available: {exc}") from exc
+    if settings.model_uri.startswith("models:/"):
+        _check_tracking_server(settings.tracking_uri)
     predictor: Predictor = ModelPredictor.from_uri(settings.model_uri, settings.tracking_uri)
     return predictor
+
+
+def _check_tracking_server(tracking_uri: str) -> None:
+    """ModelLoadError at once when an HTTP tracking server does not answer.
+
+    MLflow's client retries a refused connection with exponential backoff for about four
+    minutes (measured: 247 s), which would hold up service start and model reloads; the
+    heuristic fallback should take over in seconds (docs/reliability.md)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    probe = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(probe, timeout=TRACKING_PROBE_TIMEOUT_S):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered; MLflow itself reports what is wrong
+    except (urllib.error.URLError, OSError) as exc:
+        raise ModelLoadError(f"MLflow tracking server {tracking_uri} does not answer: {exc}") from exc
 
 
 def _alias_of(uri: str) -> str:
@@ -153,9 +181,10 @@ class AgentLBService:
         self._failures_lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._dispatch_paused_until = float("-inf")
-        # Hot writes (dispatches, outcomes) take turns in-process: SQLite writers that collide
-        # wait in its busy handler, which sleeps for up to 100 ms per try.
-        self._write_lock = threading.Lock()
+        # Hot writes (dispatches, outcomes) go through one writer thread that commits them in
+        # batches (group commit): one transaction per batch instead of per request, and no
+        # SQLite writers colliding in its busy handler (sleeps of up to 100 ms per try).
+        self.writer = GroupCommitWriter(store)
 
     @property
     def predictor(self) -> PredictorRef:
@@ -200,6 +229,7 @@ class AgentLBService:
         return service
 
     def close(self) -> None:
+        self.writer.close()
         self.store.close()
 
     # --- selection ------------------------------------------------------------------
@@ -218,7 +248,25 @@ class AgentLBService:
         if client_task_id:
             self.check_task_id_unused(task.task_id)
         result = self.choose(task, strategy, top_k)
-        self.record_dispatch(result, start)
+        self.finish_dispatch(result, start, self.enqueue_dispatch(result).wait())
+        return result
+
+    async def select_async(
+        self,
+        task: TaskRequest,
+        strategy: str | None = None,
+        top_k: int = 1,
+        client_task_id: bool = False,
+    ) -> SelectionResult:
+        """`select` for callers on an event loop: the selection runs on the loop (CPU only),
+        then the request awaits the group commit of its dispatch record while the loop serves
+        other requests, whose dispatches join the next batch."""
+        start = time.perf_counter()
+        if client_task_id:
+            self.check_task_id_unused(task.task_id)
+        result = self.choose(task, strategy, top_k)
+        pending = self.enqueue_dispatch(result, asyncio.get_running_loop())
+        self.finish_dispatch(result, start, await pending.wait_async())
         return result
 
     def check_task_id_unused(self, task_id: str) -> None:
@@ -231,22 +279,36 @@ class AgentLBService:
         return self.balancer.select(task, strategy, top_k)
 
     def record_dispatch(self, result: SelectionResult, started: float) -> None:
-        """The I/O half: log the dispatch in the store, then metrics and the JSON log line.
+        """The I/O half: log the dispatch in the store (waiting for its group commit), then
+        metrics and the JSON log line."""
+        self.finish_dispatch(result, started, self.enqueue_dispatch(result).wait())
 
-        Best effort: a failed write is counted and logged, and after one, writes pause for
-        DISPATCH_WRITE_PAUSE_S so that a database that hangs does not slow every selection."""
+    def enqueue_dispatch(
+        self, result: SelectionResult, loop: asyncio.AbstractEventLoop | None = None
+    ) -> PendingWrite[AgentLBError | None]:
+        """Queue the dispatch record for the next group commit; wait on the handle (with
+        `loop`: await it). While writes are paused after a failure the handle is already
+        settled with the reason, so a database that hangs does not slow every selection."""
         if self.clock() < self._dispatch_paused_until:
-            self._store_failed("record_dispatch", StoreUnavailableError("skipped: database failed recently"))
-        else:
-            try:
-                with self._write_lock:
-                    self.store.record_dispatch(result)
-            except StoreUnavailableError as exc:
+            return PendingWrite.settled(DispatchWriteSkippedError("skipped: database failed recently"))
+        try:
+            return self.writer.submit_dispatch(result, loop)
+        except StoreUnavailableError as exc:
+            return PendingWrite.settled(exc)
+
+    def finish_dispatch(self, result: SelectionResult, started: float, error: AgentLBError | None) -> None:
+        """After the dispatch write: count a failure (best effort: the selection stands, /health
+        shows it), pause writes for DISPATCH_WRITE_PAUSE_S after a database failure, then
+        metrics and the JSON log line."""
+        if isinstance(error, DuplicateTaskError):
+            # Raced with another dispatch of the same client task id: the tracker holds it.
+            self._store_failed("record_dispatch", StoreUnavailableError(str(error)))
+        elif isinstance(error, StoreUnavailableError):
+            if not isinstance(error, DispatchWriteSkippedError):
                 self._dispatch_paused_until = self.clock() + DISPATCH_WRITE_PAUSE_S
-                self._store_failed("record_dispatch", exc)
-            except DuplicateTaskError as exc:
-                # Raced with another dispatch of the same client task id: the tracker holds it.
-                self._store_failed("record_dispatch", StoreUnavailableError(str(exc)))
+            self._store_failed("record_dispatch", error)
+        elif error is not None:
+            self._store_failed("record_dispatch", StoreUnavailableError(f"dispatch not logged: {error}"))
         duration = time.perf_counter() - started
         self.metrics.observe_selection(result, duration)
         if selection_log.isEnabledFor(logging.INFO):
@@ -290,8 +352,9 @@ class AgentLBService:
         return self._duplicate_or_close(outcome, write.created, now, in_flight=in_flight)
 
     def _record_outcome(self, outcome: TaskOutcome, now: float) -> OutcomeWrite:
-        with self._write_lock:
-            return self.store.record_outcome(outcome, now)
+        """Committed (in the writer's next batch) before this returns; raises as
+        `Store.record_outcome` does."""
+        return self.writer.submit_outcome(outcome, now).wait()
 
     def _duplicate_or_close(
         self, outcome: TaskOutcome, created: bool, now: float, in_flight: bool
@@ -408,11 +471,14 @@ class AgentLBService:
 
     def poll_model(self) -> bool:
         """Swap in a new model when the bundle at settings.model_uri changed version (or first
-        appeared); True when a new model was loaded. Registry URIs (`models:/...`) are reloaded
-        with POST /load-balancing/model/reload, keeping MLflow off the serving process."""
+        appeared), or when the registry alias of a `models:/name@alias` URI moved to another
+        version; True when a new model was loaded. Runs in a background thread, so MLflow's
+        import and the registry call never sit on the request path."""
         uri = self.settings.model_uri or ""
-        if not uri or uri.startswith("models:/"):
+        if not uri:
             return False
+        if uri.startswith("models:/"):
+            return self._poll_registry(uri)
         from agentlb.predictor.model import read_bundle_document
 
         try:
@@ -425,6 +491,31 @@ class AgentLBService:
             return False
         self.reload_model()
         return True
+
+    def _poll_registry(self, uri: str) -> bool:
+        from agentlb.predictor.model import ModelPredictor
+
+        try:
+            number = ModelPredictor.registry_version(uri, self.settings.tracking_uri)
+        except ModelLoadError as exc:
+            log_event(log, "model_poll_failed", logging.WARNING, reason=str(exc))
+            return False
+        name = uri[len("models:/") :].partition("@")[0]
+        current = self.predictor
+        if current.fallback_reason is None and current.current.source.startswith(f"models:/{name}/{number} "):
+            return False
+        self.reload_model()
+        return True
+
+    def model_info(self) -> dict[str, Any]:
+        """What serves predictions now: version, source, feature version, loaded_at, training
+        metrics, and why the heuristic is in use when it is."""
+        ref = self.predictor
+        info = dict(ref.current.describe())
+        info["fallback_reason"] = ref.fallback_reason
+        info["model_uri"] = self.settings.model_uri
+        info["poll_interval_s"] = self.settings.model_poll_interval_s
+        return info
 
     def _record_deployment(self, predictor: Predictor, uri: str) -> None:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import FLEET, ClientFactory
+from api_support import FLEET, ClientFactory
 from fastapi.testclient import TestClient
 
 API_KEY = "client-key-123"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import FLEET
+from api_support import FLEET
 from fastapi.testclient import TestClient
 
 AGENTS = "/load-balancing/agents"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ClientFactory, PostgresDatabases, make_settings, postgres_skip_reason, register_fleet
+from api_support import ClientFactory, PostgresDatabases, make_settings, postgres_skip_reason, register_fleet
 from fastapi.testclient import TestClient
 
 from agentlb.api import create_app

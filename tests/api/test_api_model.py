@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from conftest import ClientFactory
+from api_support import ClientFactory
 from fastapi.testclient import TestClient
 
 from agentlb.training.bundle import export_bundle

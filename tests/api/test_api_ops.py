@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import ClientFactory, register_fleet
+from api_support import ClientFactory, register_fleet
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import ClientFactory, register_fleet
+from api_support import ClientFactory, register_fleet
 from fastapi.testclient import TestClient
 
 SELECT = "/load-balancing/select-agent"

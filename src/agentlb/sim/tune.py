@@ -19,7 +19,7 @@ from typing import Any
 from agentlb.balancer import BalancerConfig
 from agentlb.errors import SimulationError
 from agentlb.predictor.base import PredictorRef
-from agentlb.settings import SPEC_HYBRID_WEIGHTS, HYBRID_COMPONENTS, normalise_weights
+from agentlb.settings import HYBRID_COMPONENTS, SPEC_HYBRID_WEIGHTS, normalise_weights
 from agentlb.sim.benchmark import BenchmarkConfig, build_workload, fit_warmup_predictor, single_threaded
 from agentlb.sim.metrics import run_metrics
 from agentlb.sim.scenarios import SCENARIO_NAMES

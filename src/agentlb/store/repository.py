@@ -43,6 +43,7 @@ from sqlalchemy.pool import StaticPool
 
 from agentlb.domain import Agent, AttributeValue, SelectionResult, TaskOutcome, TaskRequest
 from agentlb.errors import (
+    AgentLBError,
     ConflictingAgentError,
     ConflictingOutcomeError,
     DuplicateTaskError,
@@ -420,35 +421,40 @@ class Store:
     # --- dispatches and outcomes --------------------------------------------------------
     def record_dispatch(self, result: SelectionResult) -> None:
         """Log a selection with what the predictor saw and predicted; commits before returning."""
-        features = result.dispatch_features
-        prediction = result.predicted_completion
-        task_type = result.task_type or str(features.get("task_type") or "")
-        values = {
-            "task_id": result.task_id,
-            "agent_id": result.selected_agent.id,
-            "strategy": result.strategy_used,
-            "task_type": task_type,
-            "attributes": {
-                str(k): v
-                for k, v in ((k, _json_value(v)) for k, v in result.task_attributes.items())
-                if v is not None
-            },
-            "features": {name: _finite_or_none(features.get(name)) for name in AGENT_STATE_FEATURES},
-            "predicted_p50_s": _finite_or_none(prediction.p50_s) if prediction else None,
-            "predicted_p90_s": _finite_or_none(prediction.p90_s) if prediction else None,
-            "service_p50_s": _finite_or_none(prediction.service_p50_s) if prediction else None,
-            "service_p90_s": _finite_or_none(prediction.service_p90_s) if prediction else None,
-            "model_version": result.model_version,
-            "confidence": _finite_or_none(result.confidence_score),
-            "fallback_used": bool(result.fallback_used),
-            "dispatched_at": float(result.dispatched_at),
-            "source": "live",
-        }
+        values = _dispatch_values(result)
         try:
             with self._guard("record_dispatch"), self._write() as conn:
-                conn.execute(insert(DispatchModel).values(**values))
+                conn.execute(_DISPATCH_INSERT, values)
         except IntegrityError as exc:
             raise DuplicateTaskError(result.task_id) from exc
+
+    def record_dispatches(self, results: Sequence[SelectionResult]) -> list[AgentLBError | None]:
+        """Log many selections in one transaction (one executemany): the group-commit path.
+
+        Returns one entry per result: None when written, else the error for that result
+        (DuplicateTaskError, InvalidRecordError, or StoreUnavailableError from the one-by-one
+        retry below). When the batch transaction itself fails the database is down:
+        StoreUnavailableError is raised and nothing of the batch is written. A task id already
+        on record fails the whole executemany, so the batch is then retried one row per
+        transaction to find it.
+        """
+        if not results:
+            return []
+        rows = [_dispatch_values(result) for result in results]
+        try:
+            with self._guard("record_dispatches"), self._write() as conn:
+                conn.execute(_DISPATCH_INSERT, rows)
+            return [None] * len(rows)
+        except (IntegrityError, InvalidRecordError):
+            pass  # a duplicate task id or a refused value somewhere in the batch: find it row by row
+        errors: list[AgentLBError | None] = []
+        for result in results:
+            try:
+                self.record_dispatch(result)
+                errors.append(None)
+            except (DuplicateTaskError, InvalidRecordError, StoreUnavailableError) as exc:
+                errors.append(exc)
+        return errors
 
     def record_outcome(self, outcome: TaskOutcome, finished_at: float) -> OutcomeWrite:
         """Record a finished task once; committed before returning.
@@ -456,40 +462,85 @@ class Store:
         An identical second report returns `created=False` (also when two writers race on the
         task id); one that differs in agent, duration or success raises ConflictingOutcomeError.
         """
-        duration = float(outcome.duration_s)
-        if not math.isfinite(duration) or duration < 0:
-            raise InvalidOutcomeError(f"duration_s must be a finite number >= 0, got {duration}")
-        if outcome.success and duration <= 0:
-            raise InvalidOutcomeError(f"duration_s must be > 0 for a successful task, got {duration}")
-        if not math.isfinite(finished_at):
-            raise InvalidOutcomeError(f"finished_at must be finite, got {finished_at}")
-        task_id = outcome.task_id or uuid.uuid4().hex
-        values = {
-            "task_id": task_id,
-            "agent_id": outcome.agent_id,
-            "task_type": outcome.task_type,
-            "duration_s": duration,
-            "success": bool(outcome.success),
-            "error": outcome.error,
-            "cpu_usage": _finite_or_none(outcome.cpu_usage),
-            "memory_usage": _finite_or_none(outcome.memory_usage),
-            "finished_at": float(finished_at),
-            "source": "live",
-        }
+        return self._insert_outcome(_outcome_values(outcome, finished_at))
+
+    def _insert_outcome(self, values: dict[str, Any]) -> OutcomeWrite:
+        task_id = values["task_id"]
         for _attempt in range(3):
             try:
                 with self._guard("record_outcome"), self._write() as conn:
-                    conn.execute(insert(OutcomeModel).values(**values))
+                    conn.execute(_OUTCOME_INSERT, values)
                 return OutcomeWrite(task_id, True)
             except IntegrityError:
                 existing = self.get_outcome(task_id)
                 if existing is None:
                     continue  # pruned in between: try the insert again
-                differs = _outcome_differences(existing, outcome.agent_id, duration, outcome.success)
+                differs = _outcome_differences(
+                    existing, values["agent_id"], values["duration_s"], values["success"]
+                )
                 if differs:
                     raise ConflictingOutcomeError(task_id, differs) from None
                 return OutcomeWrite(task_id, False)
         raise StoreUnavailableError(f"record_outcome {task_id!r}: the outcome row kept changing underneath")
+
+    def record_outcomes(
+        self, items: Sequence[tuple[TaskOutcome, float]]
+    ) -> list[OutcomeWrite | AgentLBError]:
+        """Record many finished tasks `(outcome, finished_at)` in one transaction: the
+        group-commit path, with exactly the semantics of `record_outcome` per item.
+
+        Returns one entry per item, in order: an OutcomeWrite (`created=False` for an identical
+        repeat, also of an earlier item of the same batch), or the item's error
+        (InvalidOutcomeError, ConflictingOutcomeError, InvalidRecordError). When the batch
+        transaction fails the database is down: StoreUnavailableError is raised and nothing of
+        the batch is written.
+        """
+        answers: list[OutcomeWrite | AgentLBError] = []
+        pending: list[tuple[int, dict[str, Any]]] = []
+        for index, (outcome, finished_at) in enumerate(items):
+            try:
+                values = _outcome_values(outcome, finished_at)
+            except InvalidOutcomeError as exc:
+                answers.append(exc)
+                continue
+            answers.append(OutcomeWrite(values["task_id"], True))
+            pending.append((index, values))
+        if not pending:
+            return answers
+        try:
+            with self._guard("record_outcomes"), self._write() as conn:
+                known: dict[str, StoredOutcome] = {}
+                task_ids = sorted({values["task_id"] for _, values in pending})
+                for chunk in _chunks(task_ids, IN_CHUNK):
+                    for row in conn.execute(_OUTCOME_SELECT.where(OutcomeModel.task_id.in_(chunk))):
+                        known[row.task_id] = _stored_outcome(row)
+                inserts: list[dict[str, Any]] = []
+                for index, values in pending:
+                    task_id = values["task_id"]
+                    existing = known.get(task_id)
+                    if existing is None:
+                        known[task_id] = _stored_outcome_of(values)
+                        inserts.append(values)
+                        continue
+                    differs = _outcome_differences(
+                        existing, values["agent_id"], values["duration_s"], values["success"]
+                    )
+                    answers[index] = (
+                        ConflictingOutcomeError(task_id, differs) if differs else OutcomeWrite(task_id, False)
+                    )
+                for chunk in _chunks(inserts, INSERT_CHUNK):
+                    conn.execute(_OUTCOME_INSERT, chunk)
+            return answers
+        except (IntegrityError, InvalidRecordError):
+            # Another process wrote one of these task ids after our read, or the database
+            # refused one item's value: item by item, so only that item fails.
+            pass
+        for index, values in pending:
+            try:
+                answers[index] = self._insert_outcome(values)
+            except (ConflictingOutcomeError, InvalidRecordError, StoreUnavailableError) as exc:
+                answers[index] = exc
+        return answers
 
     def get_outcome(self, task_id: str) -> StoredOutcome | None:
         with self._guard("get_outcome"), self._read() as conn:
@@ -1004,6 +1055,66 @@ _DISPATCH_SELECT = select(
     DispatchModel.dispatched_at,
     DispatchModel.source,
 )
+
+
+_DISPATCH_INSERT = insert(DispatchModel)
+_OUTCOME_INSERT = insert(OutcomeModel)
+
+
+def _dispatch_values(result: SelectionResult) -> dict[str, Any]:
+    """The task_dispatches row of a selection (column names, for execute and executemany)."""
+    features = result.dispatch_features
+    prediction = result.predicted_completion
+    task_type = result.task_type or str(features.get("task_type") or "")
+    return {
+        "task_id": result.task_id,
+        "agent_id": result.selected_agent.id,
+        "strategy": result.strategy_used,
+        "task_type": task_type,
+        "attributes": {
+            str(k): v
+            for k, v in ((k, _json_value(v)) for k, v in result.task_attributes.items())
+            if v is not None
+        },
+        "features": {name: _finite_or_none(features.get(name)) for name in AGENT_STATE_FEATURES},
+        "predicted_p50_s": _finite_or_none(prediction.p50_s) if prediction else None,
+        "predicted_p90_s": _finite_or_none(prediction.p90_s) if prediction else None,
+        "service_p50_s": _finite_or_none(prediction.service_p50_s) if prediction else None,
+        "service_p90_s": _finite_or_none(prediction.service_p90_s) if prediction else None,
+        "model_version": result.model_version,
+        "confidence": _finite_or_none(result.confidence_score),
+        "fallback_used": bool(result.fallback_used),
+        "dispatched_at": float(result.dispatched_at),
+        "source": "live",
+    }
+
+
+def _outcome_values(outcome: TaskOutcome, finished_at: float) -> dict[str, Any]:
+    """The task_outcomes row of an outcome; InvalidOutcomeError for values never stored."""
+    duration = float(outcome.duration_s)
+    if not math.isfinite(duration) or duration < 0:
+        raise InvalidOutcomeError(f"duration_s must be a finite number >= 0, got {duration}")
+    if outcome.success and duration <= 0:
+        raise InvalidOutcomeError(f"duration_s must be > 0 for a successful task, got {duration}")
+    if not math.isfinite(finished_at):
+        raise InvalidOutcomeError(f"finished_at must be finite, got {finished_at}")
+    return {
+        "task_id": outcome.task_id or uuid.uuid4().hex,
+        "agent_id": outcome.agent_id,
+        "task_type": outcome.task_type,
+        "duration_s": duration,
+        "success": bool(outcome.success),
+        "error": outcome.error,
+        "cpu_usage": _finite_or_none(outcome.cpu_usage),
+        "memory_usage": _finite_or_none(outcome.memory_usage),
+        "finished_at": float(finished_at),
+        "source": "live",
+    }
+
+
+def _stored_outcome_of(values: Mapping[str, Any]) -> StoredOutcome:
+    """An outcome row about to be inserted, as a later item of the same batch compares it."""
+    return StoredOutcome(**values)
 
 
 def _stored_outcome(row: Any) -> StoredOutcome:

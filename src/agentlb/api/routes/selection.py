@@ -54,10 +54,13 @@ async def select_agent(body: SelectAgentRequest, service: ServiceDep, _: ClientD
         deadline_s=body.deadline_s,
         **task_kwargs,
     )
-    # Runs on the event loop, not in the threadpool: the work is ~1 ms of CPU plus one short
-    # write, and thread hand-offs under the GIL cost more than they save (docs/benchmarks.md).
-    # A database that fails pauses dispatch writes (see AgentLBService.record_dispatch).
-    result = service.select(task, body.strategy, body.top_k, client_task_id=body.task_id is not None)
+    # The selection runs on the event loop, not in the threadpool: it is CPU only, and thread
+    # hand-offs under the GIL cost more than they save (docs/benchmarks.md). The request then
+    # awaits the group commit of its dispatch record while the loop serves other requests.
+    # A database that fails pauses dispatch writes (see AgentLBService.enqueue_dispatch).
+    result = await service.select_async(
+        task, body.strategy, body.top_k, client_task_id=body.task_id is not None
+    )
     # Serialised once by pydantic instead of re-validated by FastAPI; `response_model` above
     # still documents the body.
     return Response(SelectAgentResponse.of(result).model_dump_json(), media_type="application/json")
