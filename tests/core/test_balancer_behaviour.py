@@ -6,6 +6,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import pytest
 from core_helpers import FakeClock, make_agent
 
@@ -111,13 +112,33 @@ def test_capacity_filter_and_full_fleet_reason(fleet_factory: Callable[..., Bala
     assert "at capacity" in third.selection_reason
 
 
+class TypeMeanPredictor:
+    """A trained-model stand-in: each agent's own mean for the task type, no load factors."""
+
+    version = "type-mean"
+    source = "test"
+
+    def predict_service(
+        self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+    ) -> ServicePrediction:
+        p50 = np.array([s.ewma_duration_by_type.get(task.task_type, 1.0) for s in candidates])
+        return ServicePrediction(p50, p50 * 1.5)
+
+    def describe(self) -> dict[str, object]:
+        return {"version": self.version}
+
+
 def test_queue_aware_strategy_may_wait_for_a_fast_agent(clock: FakeClock) -> None:
     tracker = AgentLoadTracker(clock)
     tracker.register(make_agent("fast", max_concurrency=1), registered_at=0.0)
     tracker.register(make_agent("slow", max_concurrency=1), registered_at=0.0)
     tracker.learn(TaskOutcome("fast", 1.0, True, task_type="t"), 1.0)
     tracker.learn(TaskOutcome("slow", 10.0, True, task_type="t"), 1.0)
-    balancer = Balancer(tracker, config=BalancerConfig(slow_start_window_s=0), seed=1)
+    heuristic = Balancer(tracker, config=BalancerConfig(slow_start_window_s=0), seed=1)
+    assert not heuristic.strategies["predictive"].queue_aware  # the heuristic is too noisy to queue on
+    balancer = Balancer(
+        tracker, PredictorRef(TypeMeanPredictor()), BalancerConfig(slow_start_window_s=0), seed=1
+    )
     tracker.dispatch("fast", TaskRequest(task_type="t", task_id="busy"), predicted_service_s=1.0)
     clock.advance(0.5)
     # fast is full but frees in ~0.5 s and then takes 1 s; slow is free but takes 10 s
