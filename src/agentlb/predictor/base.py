@@ -27,6 +27,7 @@ DEFAULT_SERVICE_S = 1.0
 # Running work overdue by less than this ratio is ordinary noise, not a slowed agent.
 LATENESS_THRESHOLD = 2.5
 MAX_LATENESS = 10.0
+LATENESS_WINDOW = 16
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,11 @@ def lateness_factor(state: AgentState, now: float, task_type: str) -> float:
     elapsed / predicted among them when it passes 2.5, otherwise 1. A slowed-down agent shows
     here first. Below 2.5 an overrun is still ordinary noise: at 1.5, four busy slots of one
     type tripped it often enough to push work to slow agents. Per task type, so one
-    mispredicted type does not taint the others."""
+    mispredicted type does not taint the others. Only the oldest `LATENESS_WINDOW` running
+    tasks are read (the longest-running, so the first to show an overrun), which bounds the
+    cost on agents with very many slots."""
     worst = 1.0
-    for entry in state.in_flight[: state.agent.max_concurrency]:
+    for entry in state.in_flight[: min(state.agent.max_concurrency, LATENESS_WINDOW)]:
         if entry.predicted_service_s and entry.task_type == task_type:
             worst = max(worst, (now - entry.dispatched_at) / entry.predicted_service_s)
     return min(worst, MAX_LATENESS) if worst >= LATENESS_THRESHOLD else 1.0
