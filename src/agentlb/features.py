@@ -53,25 +53,25 @@ AGENT_STATE_FEATURES: tuple[str, ...] = (
     "agent_specialization",
 )
 
-# History-file columns that are not task attributes (DESIGN.md contract plus dispatch metadata).
-RESERVED_COLUMNS: frozenset[str] = frozenset(
-    {
-        "task_id",
-        "arrival_time",
-        "agent_id",
-        "success",
-        "task_type",
-        "duration_s",
-        "finished_at",
-        "strategy",
-        "model_version",
-        "predicted_p50_s",
-        "predicted_p90_s",
-        "confidence",
-        "fallback_used",
-        "error",
-    }
+# History-file columns that are not task attributes (DESIGN.md contract plus dispatch
+# metadata), in the order `Store.history_frame` writes them.
+RESERVED_COLUMN_ORDER: tuple[str, ...] = (
+    "task_id",
+    "arrival_time",
+    "agent_id",
+    "success",
+    "task_type",
+    "duration_s",
+    "finished_at",
+    "strategy",
+    "model_version",
+    "predicted_p50_s",
+    "predicted_p90_s",
+    "confidence",
+    "fallback_used",
+    "error",
 )
+RESERVED_COLUMNS: frozenset[str] = frozenset(RESERVED_COLUMN_ORDER)
 CATEGORICAL_BASE = ("task_type", "agent_id")
 
 

@@ -53,7 +53,7 @@ from agentlb.errors import (
     StoreUnavailableError,
     UnknownAgentError,
 )
-from agentlb.features import AGENT_STATE_FEATURES, attribute_columns
+from agentlb.features import AGENT_STATE_FEATURES, RESERVED_COLUMN_ORDER, attribute_columns
 from agentlb.history import RejectedRow, summarise_rejections, validate_history
 from agentlb.store.models import AgentModel, DeploymentModel, DispatchModel, OutcomeModel, WeightChangeModel
 from agentlb.store.records import (
@@ -79,22 +79,7 @@ MIGRATION_LOCK_KEY = 0x6167_6C62
 _AGENT_FIELDS = ("name", "capabilities", "max_concurrency", "weight", "enabled", "metadata")
 
 # Column order of `history_frame` before the agent_* features and the task attributes.
-HISTORY_BASE_COLUMNS: tuple[str, ...] = (
-    "task_id",
-    "arrival_time",
-    "agent_id",
-    "success",
-    "task_type",
-    "duration_s",
-    "finished_at",
-    "strategy",
-    "model_version",
-    "predicted_p50_s",
-    "predicted_p90_s",
-    "confidence",
-    "fallback_used",
-    "error",
-)
+HISTORY_BASE_COLUMNS: tuple[str, ...] = RESERVED_COLUMN_ORDER
 
 
 def normalise_url(url: str) -> URL:
