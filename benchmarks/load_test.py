@@ -365,6 +365,11 @@ def main() -> int:
         default=IN_FLIGHT_EXPIRY_S,
         help="seconds before a task never reported expires from the tracker (bounds in-flight state)",
     )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="a model bundle (e.g. models/champion) the server loads, so predictive/hybrid use it",
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -380,6 +385,11 @@ def main() -> int:
         return 2
     home = Path(tempfile.mkdtemp(prefix="agentlb-load-"))
     prepare_home(home, args.agents)
+    if args.model is not None:
+        if not (args.model / "bundle.json").exists():
+            print(f"--model {args.model}: no bundle.json there (run agentlb train first)", file=sys.stderr)
+            return 2
+        shutil.copytree(args.model.resolve(), home / "models" / "champion")
     port = free_port()
     server = start_server(home, port, args.expiry)
     base = f"http://127.0.0.1:{port}"
@@ -407,6 +417,7 @@ def main() -> int:
 
     record = {
         "agents": args.agents,
+        "predictor": "model" if args.model is not None else "heuristic",
         "in_flight_expiry_s": args.expiry,
         "connections": args.connections,
         "duration_s": args.duration,
