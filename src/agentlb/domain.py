@@ -423,13 +423,16 @@ TYPE_SAMPLES = 2
 # predictor.base.LATENESS_THRESHOLD (a test pins that), so the exact per-task check runs for every
 # agent that could be late.
 LATE_SCREEN = 1.4
+# Lateness reads only the oldest running tasks (the first to overrun); the screen matches it,
+# so an agent with very many slots and tasks costs O(window), not O(tasks), per update.
+LATENESS_WINDOW = 16
 TREND_CODES = {WorkloadTrend.DECREASING: -1.0, WorkloadTrend.STABLE: 0.0, WorkloadTrend.INCREASING: 1.0}
 
 
 def late_at(state: AgentState) -> float:
     """When the first of the agent's running tasks could pass the lateness threshold."""
     earliest = math.inf
-    for entry in state.in_flight[: state.agent.max_concurrency]:
+    for entry in state.in_flight[: min(state.agent.max_concurrency, LATENESS_WINDOW)]:
         if entry.predicted_service_s:
             earliest = min(earliest, entry.dispatched_at + LATE_SCREEN * entry.predicted_service_s)
     return earliest

@@ -13,6 +13,7 @@ import numpy as np
 from agentlb.domain import (
     COL_LATE_AT,
     COLUMNS_MIN_CANDIDATES_RICH,
+    LATENESS_WINDOW,
     AgentState,
     FleetSnapshot,
     PredictedCompletion,
@@ -27,7 +28,6 @@ DEFAULT_SERVICE_S = 1.0
 # Running work overdue by less than this ratio is ordinary noise, not a slowed agent.
 LATENESS_THRESHOLD = 2.5
 MAX_LATENESS = 10.0
-LATENESS_WINDOW = 16
 
 
 @dataclass(frozen=True)
