@@ -94,6 +94,10 @@ def register(app: typer.Typer) -> None:
             log_level=settings.log_level.lower(),
             access_log=access_log,
             backlog=4096,
+            # Orchestrators reuse connections. uvicorn's 5 s default closes idle keep-alive
+            # connections so often that a client reusing one just as it closes sees a reset;
+            # 75 s is nginx's keepalive_timeout default.
+            timeout_keep_alive=75,
             timeout_graceful_shutdown=10,
         )
 
