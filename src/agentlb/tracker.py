@@ -167,7 +167,7 @@ class AgentLoadTracker:
         dispatched_at: float | None = None,
     ) -> InFlightTask:
         with self._lock:
-            record = self._require(agent_id)
+            record = self._require_live(agent_id)
             if task.task_id in self._task_agent:
                 raise DuplicateTaskError(task.task_id)
             if task.task_id in self._finished:
@@ -189,7 +189,7 @@ class AgentLoadTracker:
         An unknown, already completed or mismatched task id raises and changes nothing.
         """
         with self._lock:
-            record = self._require(outcome.agent_id)
+            record = self._require_live(outcome.agent_id)
             now = self.clock() if finished_at is None else finished_at
             entry: InFlightTask | None = None
             if outcome.task_id is not None:
@@ -270,7 +270,7 @@ class AgentLoadTracker:
         queue_length: int | None = None,
     ) -> None:
         with self._lock:
-            record = self._require(agent_id)
+            record = self._require_live(agent_id)
             if cpu_usage is not None:
                 record.cpu_usage = cpu_usage
             if memory_usage is not None:
@@ -376,6 +376,13 @@ class AgentLoadTracker:
     def _require(self, agent_id: str) -> _AgentRecord:
         record = self._agents.get(agent_id)
         if record is None:
+            raise UnknownAgentError(agent_id)
+        return record
+
+    def _require_live(self, agent_id: str) -> _AgentRecord:
+        """A registered agent: one known only from imported history takes no live work."""
+        record = self._require(agent_id)
+        if record.history_only:
             raise UnknownAgentError(agent_id)
         return record
 

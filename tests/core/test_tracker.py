@@ -99,3 +99,18 @@ def test_removing_an_agent_updates_fleet_means(tracker: AgentLoadTracker) -> Non
     tracker.remove("b")
     assert tracker.snapshot().fleet_ewma_by_type["t"] == pytest.approx(1.0)
     assert [s.agent.id for s in tracker.snapshot().agents] == ["a"]
+
+
+def test_history_only_agent_takes_no_live_work(tracker: AgentLoadTracker) -> None:
+    tracker.register_history_only("imported")
+    tracker.learn(TaskOutcome("imported", 2.0, True, task_type="t"), 1.0)  # restore still learns
+    with pytest.raises(UnknownAgentError):
+        tracker.complete(TaskOutcome("imported", 1.0, True))
+    with pytest.raises(UnknownAgentError):
+        tracker.dispatch("imported", TaskRequest(task_type="t"))
+    with pytest.raises(UnknownAgentError):
+        tracker.heartbeat("imported", cpu_usage=10.0)
+    assert "imported" not in {s.agent.id for s in tracker.snapshot().agents}
+    tracker.register(make_agent("imported"))  # registering makes it live, history kept
+    assert tracker.state("imported").completed_tasks == 1
+    tracker.dispatch("imported", TaskRequest(task_type="t", task_id="now-live"))
