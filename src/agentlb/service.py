@@ -27,7 +27,6 @@ from agentlb.balancer import Balancer, BalancerConfig, healthy_counts
 from agentlb.domain import (
     Agent,
     AgentLoadMetrics,
-    AgentState,
     CompletedTask,
     SelectionResult,
     TaskOutcome,
@@ -123,10 +122,8 @@ def load_predictor(settings: Settings) -> PredictorRef:
 def _load_model(settings: Settings) -> Predictor:
     if not settings.model_uri:
         raise ModelLoadError("no model URI configured (AGENTLB_MODEL_URI)")
-    try:
-        from agentlb.predictor.model import ModelPredictor
-    except ImportError as exc:
-        raise ModelLoadError(f"model support is not available: {exc}") from exc
+    from agentlb.predictor.model import ModelPredictor
+
     if settings.model_uri.startswith("models:/"):
         _check_tracking_server(settings.tracking_uri)
     predictor: Predictor = ModelPredictor.from_uri(settings.model_uri, settings.tracking_uri)
@@ -524,9 +521,6 @@ class AgentLBService:
             self._store_failed("record_deployment", exc)
 
     # --- reads ----------------------------------------------------------------------
-    def agent_state(self, agent_id: str) -> AgentState:
-        return self.tracker.state(agent_id)
-
     def agent_load_metrics(self, agent_id: str) -> AgentLoadMetrics:
         state = self.tracker.state(agent_id)
         return AgentLoadMetrics.from_state(state, self.tracker.snapshot())

@@ -29,7 +29,6 @@ from agentlb.domain import (
     TaskRequest,
     TrendCell,
     fast_new,
-    load_trend,
     state_row,
     type_row,
 )
@@ -83,9 +82,6 @@ class _AgentRecord:
     # (slope, trend) of `load_samples`, computed on first read and kept until a sample is added
     # (heartbeats do not move it).
     trend_cell: TrendCell | None = None
-
-
-_trend = load_trend
 
 
 class AgentLoadTracker:

@@ -22,7 +22,7 @@ from agentlb.errors import BenchmarkLimitError, SimulationError
 from agentlb.predictor.base import Predictor, PredictorRef
 from agentlb.sim.fleet import SimAgentSpec, load_fleet
 from agentlb.sim.metrics import aggregate, ci95, measured_sojourns, run_metrics
-from agentlb.sim.scenarios import SCENARIO_NAMES, capacity_per_s, get_scenario
+from agentlb.sim.scenarios import SCENARIO_NAMES, get_scenario
 from agentlb.sim.simulator import ORACLE, SIM_STRATEGIES, RunConfig, history_frame, simulate
 from agentlb.sim.trace import read_trace, tasks_from_trace
 from agentlb.sim.workload import SimTask
@@ -346,8 +346,3 @@ def write_outputs(
     paths[1].write_text(render_markdown(results), encoding="utf-8")
     paths.extend(render_plots(results, samples, folder))
     return paths
-
-
-def fleet_capacity(fleet: Sequence[SimAgentSpec], scenario_name: str) -> float:
-    """Capacity (tasks/s) of a fleet for a scenario's task mix; see `capacity_per_s`."""
-    return capacity_per_s(fleet, get_scenario(scenario_name).mix)

@@ -78,8 +78,6 @@ MIGRATION_LOCK_KEY = 0x6167_6C62
 
 _AGENT_FIELDS = ("name", "capabilities", "max_concurrency", "weight", "enabled", "metadata")
 
-# Column order of `history_frame` before the agent_* features and the task attributes.
-HISTORY_BASE_COLUMNS: tuple[str, ...] = RESERVED_COLUMN_ORDER
 
 
 def normalise_url(url: str) -> URL:
@@ -842,7 +840,7 @@ class Store:
         records: list[dict[str, Any]] = []
         attribute_names: set[str] = set()
         for r in rows:
-            record: dict[str, Any] = {name: getattr(r, name) for name in HISTORY_BASE_COLUMNS}
+            record: dict[str, Any] = {name: getattr(r, name) for name in RESERVED_COLUMN_ORDER}
             record["task_type"] = record["task_type"] or ""
             features = r.features or {}
             for name in AGENT_STATE_FEATURES:
@@ -854,7 +852,7 @@ class Store:
                 record[key] = value
                 attribute_names.add(key)
             records.append(record)
-        columns = [*HISTORY_BASE_COLUMNS, *AGENT_STATE_FEATURES, *sorted(attribute_columns(attribute_names))]
+        columns = [*RESERVED_COLUMN_ORDER, *AGENT_STATE_FEATURES, *sorted(attribute_columns(attribute_names))]
         frame = pd.DataFrame.from_records(records, columns=columns)
         for name in ("arrival_time", "duration_s", "finished_at", "predicted_p50_s", "predicted_p90_s",
                      "confidence", *AGENT_STATE_FEATURES):

@@ -115,10 +115,6 @@ def scale_to_max_array(values: np.ndarray) -> np.ndarray:
     return scaled
 
 
-def array_scores(view: CandidateView, values: np.ndarray) -> ArrayMapping:
-    return ArrayMapping(view.ids, values)
-
-
 def scale_to_max(values: Mapping[str, float]) -> dict[str, float]:
     top = max(values.values())
     if top <= 0:
