@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,69 +16,18 @@ from typer.testing import CliRunner
 
 from agentlb.cli import app as cli_app
 from agentlb.store import Store
+from live_server import BIN, ServerProcess, server_env
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 FLEET = [
     {"id": "video-1", "name": "Video One", "capabilities": ["video_analysis"], "max_concurrency": 64},
     {"id": "video-2", "name": "Video Two", "capabilities": ["video_analysis"], "max_concurrency": 64},
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def server_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLB_")}
-    env.update({"AGENTLB_HOME": str(home), "AGENTLB_MODEL_POLL_INTERVAL_S": "0", "AGENTLB_SEED": "3"})
-    return env
-
-
-class Server:
-    def __init__(self, args: list[str], home: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = (home / f"server-{self.port}.log").open("wb")
-        self.process = subprocess.Popen(
-            [*args, "--host", "127.0.0.1", "--port", str(self.port)],
-            env=server_env(home),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=home,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}: {self.output()}")
-            try:
-                httpx.get(f"{self.base}/load-balancing/health", timeout=1)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        self.stop()
-        raise AssertionError(f"server did not answer within 60 s: {self.output()}")
-
-    def output(self) -> str:
-        self.log.flush()
-        return Path(self.log.name).read_text(errors="replace")[-4000:]
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self.log.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self.log.close()
+class Server(ServerProcess):
+    def __init__(self, command: list[str], home: Path) -> None:
+        super().__init__(command, home, server_env(home, AGENTLB_SEED="3"))
 
 
 @pytest.fixture
@@ -185,7 +130,7 @@ def test_acknowledged_outcomes_survive_kill_9(tmp_path: Path, servers: list[Serv
     stop.set()
     for t in threads:
         t.join(timeout=15)
-    assert len(acknowledged) >= 150, server.output()
+    assert len(acknowledged) >= 150, server.output()[-4000:]
 
     store = Store.open(f"sqlite:///{tmp_path / 'var' / 'agentlb.db'}")
     try:

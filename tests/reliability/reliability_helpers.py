@@ -5,11 +5,6 @@ taken offline (ALTER DATABASE ... ALLOW_CONNECTIONS false)."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,15 +15,14 @@ from sqlalchemy import create_engine, text
 
 from agentlb.api import create_app
 from agentlb.settings import load_settings
+from live_server import BIN, ServerProcess, server_env
 
-BIN = Path(sys.executable).parent
 POSTGRES_ENV = "AGENTLB_TEST_POSTGRES_URL"
 CLIENT_KEY = "client-secret-key-7f3a9b"
 ADMIN_KEY = "admin-secret-key-c41d2e"
 SELECT = "/load-balancing/select-agent"
 OUTCOME = "/load-balancing/update-performance"
 STATS = "/load-balancing/statistics"
-HEALTH = "/load-balancing/health"
 AGENTS = "/load-balancing/agents"
 
 FLEET: list[dict[str, Any]] = [
@@ -99,14 +93,8 @@ def sqlite_url(home: Path) -> str:
 
 
 # --- a real server process -------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """`agentlb serve` (uvicorn) as a subprocess on a free loopback port; output to a file."""
+class Server(ServerProcess):
+    """`agentlb serve` as a subprocess on a free loopback port; output to a file."""
 
     def __init__(
         self,
@@ -115,67 +103,8 @@ class Server:
         log_level: str = "INFO",
         extra_args: list[str] | None = None,
     ) -> None:
-        self.home = home
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = home / f"server-{self.port}.log"
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLB_")}
-        clean.update(
-            {
-                "AGENTLB_HOME": str(home),
-                "AGENTLB_MODEL_POLL_INTERVAL_S": "0",
-                "AGENTLB_SEED": "5",
-                "AGENTLB_LOG_LEVEL": log_level,
-            }
-        )
-        clean.update(env or {})
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                str(BIN / "agentlb"),
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                *(extra_args or []),
-            ],
-            env=clean,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=home,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}: {self.output()}")
-            try:
-                httpx.get(f"{self.base}{HEALTH}", timeout=1)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        self.stop()
-        raise AssertionError(f"server did not answer within 60 s: {self.output()}")
-
-    def output(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self._log.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self._log.close()
+        environment = server_env(home, AGENTLB_SEED="5", AGENTLB_LOG_LEVEL=log_level, **(env or {}))
+        super().__init__([str(BIN / "agentlb"), "serve", *(extra_args or [])], home, environment)
 
 
 # --- PostgreSQL that can be taken offline ----------------------------------------------------

@@ -15,13 +15,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from reliability_helpers import (
-    HEALTH,
     OUTCOME,
     SELECT,
     STATS,
     AppClients,
     PostgresDatabase,
-    free_port,
     register_fleet,
     row_counts,
     sqlite_url,
@@ -29,6 +27,7 @@ from reliability_helpers import (
 from sqlalchemy import create_engine, text
 
 from agentlb.predictor.model import BUNDLE_FILE, P50_FILE, P90_FILE
+from live_server import HEALTH, free_port
 
 VIDEO = {"task_type": "video_task", "required_capabilities": ["video_analysis"]}
 
