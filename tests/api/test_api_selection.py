@@ -107,6 +107,47 @@ def test_bad_select_body_is_422_with_field(
     assert any(p["field"].startswith(field) for p in response.json()["detail"]), response.json()
 
 
+@pytest.mark.parametrize(
+    ("raw", "content_type", "field", "reason"),
+    [
+        (b"", "application/json", "body", "required"),
+        (b'{"task_type": ', "application/json", "body", "invalid json"),
+        (b"[1, 2]", "application/json", "body", "object"),
+        (b'{"task_type": "t", "deadline_s": NaN}', "application/json", "deadline_s", ""),
+        (b'{"task_type": "t"}', "text/plain", "body", "content-type"),
+    ],
+)
+def test_select_body_problems_are_422_like_every_route(
+    sqlite_fleet_client: TestClient, raw: bytes, content_type: str, field: str, reason: str
+) -> None:
+    """select-agent reads its own body (no FastAPI body handling): the errors keep the shape."""
+    response = sqlite_fleet_client.post(SELECT, content=raw, headers={"content-type": content_type})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "validation_error"
+    assert any(p["field"] == field and reason in p["reason"].lower() for p in body["detail"]), body
+
+
+def test_select_accepts_json_with_a_charset_or_a_json_suffix(sqlite_fleet_client: TestClient) -> None:
+    for content_type in ("application/json; charset=utf-8", "application/vnd.agentlb+json"):
+        response = sqlite_fleet_client.post(
+            SELECT, content=b'{"task_type": "video_task"}', headers={"content-type": content_type}
+        )
+        assert response.status_code == 200, (content_type, response.text)
+
+
+def test_select_agent_is_documented_with_its_body_and_key(sqlite_fleet_client: TestClient) -> None:
+    spec = sqlite_fleet_client.get("/openapi.json").json()
+    operation = spec["paths"]["/load-balancing/select-agent"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/SelectAgentRequest"}
+    assert "task_type" in spec["components"]["schemas"]["SelectAgentRequest"]["required"]
+    assert operation["security"] == [{"HTTPBearer": []}]
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/SelectAgentResponse"}
+
+
 def test_non_finite_numbers_are_422(fleet_client: TestClient) -> None:
     raw = '{"agent_id": "video-1", "task_duration": NaN}'
     response = fleet_client.post(UPDATE, content=raw, headers={"content-type": "application/json"})

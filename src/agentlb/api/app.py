@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentlb.api.errors import install_error_handlers
 from agentlb.api.routes import agents, ops, selection
-from agentlb.api.schemas import ErrorPublic, ValidationErrorPublic
+from agentlb.api.schemas import ErrorPublic, SelectAgentRequest, ValidationErrorPublic
 from agentlb.errors import ModelLoadError
 from agentlb.service import AgentLBService
 from agentlb.settings import Settings, load_settings
@@ -95,7 +95,8 @@ def _document_error_bodies(app: FastAPI) -> None:
     rule such as invalid weights, `{"error", "detail": "..."}`); schema-driven
     clients and fuzzers (schemathesis) check responses against the document, so it must match.
     Every other documented 4xx/5xx gets the common `ErrorPublic` body, and operations with a
-    body document 400 (unparseable JSON) and 413 (BodySizeLimit)."""
+    body document 400 (unparseable JSON) and 413 (BodySizeLimit). `select-agent` reads its body
+    itself (routes/selection.py), so its schema is added here."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -104,7 +105,7 @@ def _document_error_bodies(app: FastAPI) -> None:
         document = build()
         components = document.setdefault("components", {}).setdefault("schemas", {})
         template = "#/components/schemas/{model}"
-        for model in (ErrorPublic, ValidationErrorPublic):
+        for model in (ErrorPublic, ValidationErrorPublic, SelectAgentRequest):
             schema = model.model_json_schema(ref_template=template)
             components.update(schema.pop("$defs", {}))
             components[model.__name__] = schema
