@@ -8,9 +8,13 @@ logs on, SQLite dispatch log on) serves both endpoints. The bare endpoint `POST 
 parses the same body with the same schema and the same access dependency and returns a
 constant answer, so the ratio isolates what selecting an agent (and logging the dispatch)
 costs. The two are measured alternately, `--repeats` times each, and medians are printed.
-The fleet: `--agents` agents whose concurrency never binds, warmed with real outcomes; tasks
-left in flight expire after `--expiry` s (30; standing in for completions, so in-flight state stays
-bounded during a long run).
+The fleet: `--agents` agents whose concurrency never binds, warmed with real outcomes of
+0.5-3.5 s (2 s on average). wrk cannot report outcomes, so tasks left in flight expire after
+`--expiry` s, standing in for their completion: the default, 2 s, is the typical task's duration,
+which keeps the in-flight state of a fleet at steady state (about 20 running tasks per agent
+at 1,000 selections/s, none overdue). `--expiry 30` is the stress case: every agent holds
+hundreds of tasks far past their predicted time, so each selection also prices every agent's
+lateness.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ BODY = {
     "top_k": 1,
 }
 TASK_TYPES = ("video_task", "detection_task", "triage_task")
-IN_FLIGHT_EXPIRY_S = 30
+IN_FLIGHT_EXPIRY_S = 2.0
+WARM_DURATIONS_S = (0.5, 3.5)
 
 
 # --- the server under test ----------------------------------------------------------------
@@ -147,7 +152,7 @@ def warm(base: str, n: int) -> None:
                 json={
                     "agent_id": chosen["selected_agent_id"],
                     "task_id": chosen["task_id"],
-                    "task_duration": rng.uniform(0.5, 8.0),
+                    "task_duration": rng.uniform(*WARM_DURATIONS_S),
                     "success": rng.random() > 0.05,
                 },
             )
@@ -184,7 +189,7 @@ def breakdown(n_agents: int, iterations: int = 500) -> dict[str, float]:
             )
             chosen = service.select(warm_task, "least_connection")
             service.report_outcome(
-                TaskOutcome(chosen.selected_agent.id, rng.uniform(0.5, 8.0), True, chosen.task_id)
+                TaskOutcome(chosen.selected_agent.id, rng.uniform(*WARM_DURATIONS_S), True, chosen.task_id)
             )
 
         def task() -> TaskRequest:
@@ -337,12 +342,12 @@ def run_wrk(url: str, connections: int, duration_s: int, script: Path, server_pi
     return result
 
 
-def wrk_script(directory: Path) -> Path:
+def wrk_script(directory: Path, strategy: str = "hybrid") -> Path:
     script = directory / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
+        f"wrk.body = {json.dumps(json.dumps({**BODY, 'strategy': strategy}))}\n"
     )
     return script
 
@@ -352,6 +357,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--agents", type=int, default=100)
+    parser.add_argument(
+        "--strategy", default="hybrid", help="strategy in the select body (the bare endpoint ignores it)"
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
@@ -395,7 +403,7 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     try:
         warm(base, args.warm)
-        script = wrk_script(home)
+        script = wrk_script(home, args.strategy)
         select_url, bare_url = f"{base}/load-balancing/select-agent", f"{base}/bench/bare"
         run_wrk(select_url, args.connections, 2, script, server.pid)  # warm-up, discarded
         run_wrk(bare_url, args.connections, 2, script, server.pid)
@@ -417,6 +425,7 @@ def main() -> int:
 
     record = {
         "agents": args.agents,
+        "strategy": args.strategy,
         "predictor": "model" if args.model is not None else "heuristic",
         "in_flight_expiry_s": args.expiry,
         "connections": args.connections,
@@ -447,8 +456,8 @@ def main() -> int:
         return 0
     runs_label = f"{args.repeats} x {args.duration} s (medians)"
     print(
-        f"{args.agents} agents, hybrid, {args.connections} connections, {runs_label}, "
-        f"in-flight expiry {args.expiry:g} s"
+        f"{args.agents} agents, {args.strategy}, {'model' if args.model else 'heuristic'}, "
+        f"{args.connections} connections, {runs_label}, in-flight expiry {args.expiry:g} s"
     )
     print(
         f"  /select-agent  {record['select_req_per_s']:8.0f} req/s   p50 {record['select_p50_ms']:6.2f} ms"

@@ -39,7 +39,7 @@ from agentlb.domain import (
 )
 from agentlb.errors import AllAgentsEjectedError, NoEligibleAgentError, UnknownStrategyError
 from agentlb.features import agent_state_features, dispatch_row
-from agentlb.predictor.base import PredictorRef
+from agentlb.predictor.base import PredictorRef, completion_arrays
 from agentlb.predictor.heuristic import HeuristicPredictor
 from agentlb.settings import DEFAULT_HYBRID_WEIGHTS, Settings
 from agentlb.strategies import Hybrid, LeastConnection, Strategy, StrategyDecision, build_strategies
@@ -48,6 +48,9 @@ from agentlb.tracker import AgentLoadTracker
 log = logging.getLogger("agentlb.balancer")
 
 EXPIRY_CHECK_INTERVAL_S = 5.0
+
+
+_HEURISTIC = HeuristicPredictor()
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class BalancerConfig:
     panic_mode_enabled: bool = True
     slow_start_window_s: float = 30.0
     peak_ewma_decay_s: float = 10.0
+    model_shortlist: int = 16
     hybrid_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_HYBRID_WEIGHTS))
 
     @classmethod
@@ -73,6 +77,7 @@ class BalancerConfig:
             panic_mode_enabled=settings.panic_mode_enabled,
             slow_start_window_s=settings.slow_start_window_s,
             peak_ewma_decay_s=settings.peak_ewma_decay_s,
+            model_shortlist=settings.model_shortlist,
             hybrid_weights=dict(settings.hybrid_weights),
         )
 
@@ -340,6 +345,8 @@ class Balancer:
             chosen_strategy.queue_aware,
             len(snapshot.agents) >= chosen_strategy.columns_from,
         )
+        if chosen_strategy.uses_predictor:
+            pool = self._shortlist_for_model(task, pool, snapshot, top_k)
         fallback_reason = ""
         try:
             with self._lock:
@@ -372,6 +379,28 @@ class Balancer:
             self.stats.fallbacks += int(result.fallback_used)
             self.stats.panics += int(pool.panic)
         return result
+
+    def _shortlist_for_model(
+        self, task: TaskRequest, pool: _Candidates, snapshot: FleetSnapshot, top_k: int
+    ) -> _Candidates:
+        """Bound a trained model's cost in a large fleet: it scores only the `model_shortlist`
+        candidates (at least top_k + 1) with the earliest completion by the heuristic
+        predictor (queueing included), the power-of-d-choices idea with a cheap first cut.
+        Scoring a row costs the model's trees; the heuristic is array arithmetic."""
+        size = self.config.model_shortlist
+        states = pool.states
+        if size <= 0 or isinstance(self.predictor.current, HeuristicPredictor):
+            return pool
+        size = max(size, top_k + 1)
+        if len(states) <= size:
+            return pool
+        completion = completion_arrays(task, states, snapshot, _HEURISTIC).p50_s
+        keep = np.sort(np.argpartition(completion, size - 1)[:size])
+        kept = [states[i] for i in keep.tolist()]
+        note = f"model scored the {size} of {len(states)} agents the heuristic expects to finish first"
+        if isinstance(states, CandidateStates):
+            kept = CandidateStates(kept, states.positions[keep], snapshot)
+        return _Candidates(kept, [*pool.notes, note], pool.panic)
 
     def _result(
         self,

@@ -59,6 +59,7 @@ class Metrics:
             ("agent",),
             registry=r,
         )
+        self._selection_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.strategy_confidence = Gauge(
             "load_balancer_strategy_confidence",
             "Confidence score of the strategy's latest selection (0-1).",
@@ -102,8 +103,16 @@ class Metrics:
         )
 
     def observe_selection(self, result: SelectionResult, duration_s: float) -> None:
-        self.selections.labels(result.strategy_used, result.selected_agent.id).inc()
-        self.strategy_confidence.labels(result.strategy_used).set(result.confidence_score)
+        # labelled children cached: `labels()` takes a lock and builds the key on every call
+        key = (result.strategy_used, result.selected_agent.id)
+        children = self._selection_children.get(key)
+        if children is None:
+            children = self._selection_children[key] = (
+                self.selections.labels(*key),
+                self.strategy_confidence.labels(key[0]),
+            )
+        children[0].inc()
+        children[1].set(result.confidence_score)
         self.selection_latency.observe(duration_s)
         self.load_score.labels(result.selected_agent.id).set(
             min((result.load_metrics.active_tasks + 1) / result.selected_agent.max_concurrency, 1.0)
@@ -145,11 +154,19 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str = SERVICE_NAME) -> None:
         super().__init__()
         self.service = service
+        self._second = -1
+        self._second_text = ""
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:  # strftime once per second, not once per line
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "timestamp": self._timestamp(record),
             "level": record.levelname,
             "service": self.service,
             "component": getattr(record, "component", record.name.removeprefix("agentlb.")),

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     in_flight_expiry_s: float = Field(default=3600.0, gt=0)
     ewma_alpha: float = Field(default=0.2, gt=0, le=1)
     peak_ewma_decay_s: float = Field(default=10.0, gt=0)
+    model_shortlist: int = Field(
+        default=16,
+        ge=0,
+        description="Candidates a trained model scores per selection in a large fleet (those with "
+        "the earliest heuristic completion); 0 scores every candidate.",
+    )
 
     model_poll_interval_s: float = Field(default=30.0, ge=0)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)

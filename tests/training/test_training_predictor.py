@@ -167,3 +167,59 @@ def test_quick_fit_serves_with_agent_differences(predictor: ModelPredictor, hist
     )
     p50 = predictor.predict_frame(rows).p50_s
     assert p50.max() > 1.5 * p50.min()
+
+
+def _large_fleet(predictor: ModelPredictor, shortlist: int) -> Balancer:
+    tracker = AgentLoadTracker(clock=lambda: 100.0)
+    for i in range(40):
+        tracker.register(Agent(id=f"agent-{i}", name=f"agent-{i}", max_concurrency=4), registered_at=0.0)
+    balancer = Balancer(
+        tracker, PredictorRef(predictor), BalancerConfig(slow_start_window_s=0.0, model_shortlist=shortlist)
+    )
+    for _ in range(400):  # agent-k takes 1 + k/10 s: the heuristic knows who is fast
+        result = balancer.select(TaskRequest("video_analysis"), "round_robin")
+        k = int(result.selected_agent.id.split("-")[1])
+        balancer.report(TaskOutcome(result.selected_agent.id, 1.0 + k / 10, True, result.task_id))
+    return balancer
+
+
+class CountingModel:
+    """The real model, counting the rows it is asked to score."""
+
+    def __init__(self, model: ModelPredictor) -> None:
+        self.model = model
+        self.rows: list[int] = []
+        self.version = model.version
+        self.source = model.source
+
+    def predict_service(self, task, candidates, snapshot):  # type: ignore[no-untyped-def]
+        self.rows.append(len(candidates))
+        return self.model.predict_service(task, candidates, snapshot)
+
+    def describe(self) -> dict[str, object]:
+        return self.model.describe()
+
+
+@pytest.mark.parametrize("strategy", ["hybrid", "predictive"])
+def test_a_large_fleet_is_shortlisted_before_the_model_scores_it(
+    predictor: ModelPredictor, strategy: str
+) -> None:
+    counting = CountingModel(predictor)
+    balancer = _large_fleet(counting, shortlist=8)  # type: ignore[arg-type]
+    task = TaskRequest("video_analysis", requirements={"input_tokens": 900})
+    result = balancer.select(task, strategy, top_k=3)
+    assert counting.rows[-1] == 8
+    assert "model scored the 8 of 40 agents" in result.selection_reason
+    # the shortlist is the heuristic's earliest finishers: the fast low-numbered agents
+    assert int(result.selected_agent.id.split("-")[1]) < 8
+    assert len(result.alternative_agents) == 3 and result.model_version == predictor.version
+    # top_k beyond the shortlist widens it, so every requested alternative is scored
+    wide = balancer.select(TaskRequest("video_analysis"), strategy, top_k=12)
+    assert counting.rows[-1] == 13 and len(wide.alternative_agents) == 12
+
+
+def test_shortlist_zero_scores_every_candidate(predictor: ModelPredictor) -> None:
+    counting = CountingModel(predictor)
+    balancer = _large_fleet(counting, shortlist=0)  # type: ignore[arg-type]
+    result = balancer.select(TaskRequest("video_analysis"), "hybrid")
+    assert counting.rows[-1] == 40 and "model scored" not in result.selection_reason

@@ -57,13 +57,25 @@ def _presented(credentials: HTTPAuthorizationCredentials | None) -> str | None:
     return credentials.credentials
 
 
-def bearer_token(request: Request) -> str | None:
+def bearer_token(authorization: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header, read as `HTTPBearer` reads it."""
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    scheme, _, token = (authorization or "").partition(" ")
     token = token.strip()
     if not scheme or not token or scheme.lower() != "bearer":
         return None
     return token
+
+
+def auth_and_content_type(request: Request) -> tuple[str | None, str | None]:
+    """The Authorization and Content-Type headers in one pass over the raw headers (the
+    `Headers` mapping raises and catches a KeyError for each header that is absent)."""
+    authorization = content_type = None
+    for name, value in request.scope["headers"]:
+        if name == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
+        elif name == b"content-type" and content_type is None:
+            content_type = value.decode("latin-1")
+    return authorization, content_type
 
 
 def client_role(settings: Settings, token: str | None) -> str:

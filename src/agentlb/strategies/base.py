@@ -32,7 +32,6 @@ class StrategyDecision:
     confidence: float
     predictions: Mapping[str, PredictedCompletion] = field(default_factory=dict)
     component_scores: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-    component_choices: Mapping[str, str] = field(default_factory=dict)
     detail: str = ""
     model_version: str | None = None
     # Position of `chosen` among the candidates, when the strategy knows it (saves lookups).

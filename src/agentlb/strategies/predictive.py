@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -61,18 +62,26 @@ class Predictive(Strategy):
         predictor = self.predictor.current
         return completion_arrays(task, candidates, snapshot, predictor), predictor.version
 
+    @staticmethod
+    def scores_array(predictions: PredictionMapping) -> np.ndarray | None:
+        """best p50 / each p50 (1 where p50 is not positive); None when a p50 is NaN."""
+        p50 = predictions.p50_s
+        best = p50.min()
+        if best != best:
+            return None
+        scores = np.ones(len(p50))
+        np.divide(best, p50, out=scores, where=p50 > 0)
+        return scores
+
     def decide_arrays(
         self, task: TaskRequest, predictions: PredictionMapping, version: str
     ) -> StrategyDecision:
         """`decide_from` over arrays: same scores, same pick, same generator draws."""
-        p50 = predictions.p50_s
-        best = p50.min()
-        if best != best:  # NaN: the mapping path keeps Python's exact semantics
+        scores = self.scores_array(predictions)
+        if scores is None:  # NaN: the mapping path keeps Python's exact semantics
             return self.decide_from(task, dict(predictions), version)
         ids = predictions.scores
-        n = len(p50)
-        scores = np.ones(n)
-        np.divide(best, p50, out=scores, where=p50 > 0)
+        n = len(scores)
         detail = "predicted completion {p50:.2f} s"
         pool = None
         if task.deadline_s is not None:
@@ -194,6 +203,13 @@ class Hybrid(Strategy):
         self.predictive_ = Predictive(predictor, seed)
         self.resource_aware_ = ResourceAware(seed)
 
+    SHORT_NAMES: ClassVar[dict[str, str]] = {
+        WeightedRoundRobin.name: WeightedRoundRobin.short_name,
+        LeastConnection.name: LeastConnection.short_name,
+        ResourceAware.name: ResourceAware.short_name,
+        Predictive.name: Predictive.short_name,
+    }
+
     def set_weights(self, weights: Mapping[str, float]) -> None:
         self.weights = normalise_weights(dict(weights))
 
@@ -207,30 +223,21 @@ class Hybrid(Strategy):
         weights = self.weights
         view = candidate_view(task.task_type, candidates, snapshot)
         raw: dict[str, np.ndarray] = {}
-        choices: dict[str, str] = {}
         predictions: Mapping[str, PredictedCompletion] = {}
         version: str | None = None
-        short: dict[str, str] = {}
         if weights["weighted_round_robin"] > 0:
-            wrr = self.wrr_.weights_array(view, snapshot)
-            raw["weighted_round_robin"] = wrr
-            choices["weighted_round_robin"] = view.id_at(self.argmax_index(wrr, view))
-            short["weighted_round_robin"] = self.wrr_.short_name
+            raw["weighted_round_robin"] = self.wrr_.weights_array(view, snapshot)
         if weights[self.least_connection_.name] > 0:
-            decision = self.least_connection_.decide_view(view)
-            self._component(
-                raw, choices, short, self.least_connection_.name, decision, self.least_connection_.short_name
-            )
+            raw[self.least_connection_.name] = self._scores(self.least_connection_.decide_view(view))
         if weights[self.resource_aware_.name] > 0:
-            decision = self.resource_aware_.decide_view(view, snapshot)
-            self._component(
-                raw, choices, short, self.resource_aware_.name, decision, self.resource_aware_.short_name
-            )
+            raw[self.resource_aware_.name] = self._scores(self.resource_aware_.decide_view(view, snapshot))
         if weights["predictive"] > 0:
             arrays, version = self.predictive_.predict(task, candidates, snapshot)
             predictions = arrays
-            decision = self.predictive_.decide_arrays(task, arrays, version)
-            self._component(raw, choices, short, "predictive", decision, self.predictive_.short_name)
+            scores = self.predictive_.scores_array(arrays)
+            if scores is None:
+                raise ValueError(f"predictor {version} returned a NaN completion time")
+            raw["predictive"] = scores
         normalised = {name: min_max_array(scores) for name, scores in raw.items()}
         combined = np.zeros(view.n)
         for name, scores in normalised.items():
@@ -238,12 +245,7 @@ class Hybrid(Strategy):
         i = self.argmax_index(combined, view)
         chosen = view.id_at(i)
         # A strategy "chose" the winner when the winner is among its top-ranked agents.
-        agreeing = [short[name] for name in normalised if normalised[name][i] >= 1.0 - 1e-9]
-        detail = (
-            f"chosen by {len(agreeing)} strategies: {', '.join(agreeing)}"
-            if agreeing
-            else "blended score highest, though no single strategy ranked it first"
-        )
+        agreeing = [self.SHORT_NAMES[name] for name in normalised if normalised[name][i] >= 1.0 - 1e-9]
         best = float(combined[i])
         return StrategyDecision(
             chosen,
@@ -251,8 +253,7 @@ class Hybrid(Strategy):
             min(max(best, 0.0), 1.0),
             predictions=predictions,
             component_scores={name: {chosen: float(normalised[name][i])} for name in normalised},
-            component_choices=choices,
-            detail=detail,
+            detail=self._detail(agreeing),
             model_version=version,
             chosen_index=i,
         )
@@ -263,27 +264,20 @@ class Hybrid(Strategy):
         """`decide` agent by agent with mappings (cheaper for a few candidates; same results)."""
         weights = self.weights
         raw: dict[str, Mapping[str, float]] = {}
-        choices: dict[str, str] = {}
         predictions: Mapping[str, PredictedCompletion] = {}
         version: str | None = None
-        short: dict[str, str] = {}
         if weights["weighted_round_robin"] > 0:
-            wrr = self.wrr_.weights(task, candidates, snapshot)
-            raw["weighted_round_robin"], choices["weighted_round_robin"] = wrr, self.argmax(wrr)
-            short["weighted_round_robin"] = self.wrr_.short_name
+            raw["weighted_round_robin"] = self.wrr_.weights(task, candidates, snapshot)
         for component in (self.least_connection_, self.resource_aware_):
             if weights[component.name] > 0:
-                decision = component.decide(task, candidates, snapshot)
-                raw[component.name], choices[component.name] = decision.scores, decision.chosen
-                short[component.name] = component.short_name
+                raw[component.name] = component.decide(task, candidates, snapshot).scores
         if weights["predictive"] > 0:
             predictor = self.predictive_.predictor.current
             times = completion_times(task, candidates, snapshot, predictor)
             predictions = {s.agent.id: t for s, t in zip(candidates, times, strict=True)}
             version = predictor.version
-            decision = self.predictive_.decide_from(task, predictions, version)
-            raw["predictive"], choices["predictive"] = decision.scores, decision.chosen
-            short["predictive"] = self.predictive_.short_name
+            best = min(p.p50_s for p in predictions.values())
+            raw["predictive"] = {k: (best / p.p50_s if p.p50_s > 0 else 1.0) for k, p in predictions.items()}
         normalised = {name: min_max(scores) for name, scores in raw.items()}
         combined = {
             s.agent.id: sum(weights[name] * normalised[name][s.agent.id] for name in normalised)
@@ -291,32 +285,25 @@ class Hybrid(Strategy):
         }
         chosen = self.argmax(combined)
         # A strategy "chose" the winner when the winner is among its top-ranked agents.
-        agreeing = [short[name] for name in normalised if normalised[name][chosen] >= 1.0 - 1e-9]
-        detail = (
-            f"chosen by {len(agreeing)} strategies: {', '.join(agreeing)}"
-            if agreeing
-            else "blended score highest, though no single strategy ranked it first"
-        )
+        agreeing = [self.SHORT_NAMES[name] for name in normalised if normalised[name][chosen] >= 1.0 - 1e-9]
         return StrategyDecision(
             chosen,
             combined,
             min(max(combined[chosen], 0.0), 1.0),
             predictions=predictions,
             component_scores={name: {chosen: normalised[name][chosen]} for name in normalised},
-            component_choices=choices,
-            detail=detail,
+            detail=self._detail(agreeing),
             model_version=version,
         )
 
     @staticmethod
-    def _component(
-        raw: dict[str, np.ndarray],
-        choices: dict[str, str],
-        short: dict[str, str],
-        name: str,
-        decision: StrategyDecision,
-        short_name: str,
-    ) -> None:
+    def _scores(decision: StrategyDecision) -> np.ndarray:
         scores = decision.scores
         assert isinstance(scores, ArrayMapping)
-        raw[name], choices[name], short[name] = scores.values_, decision.chosen, short_name
+        return scores.values_
+
+    @staticmethod
+    def _detail(agreeing: list[str]) -> str:
+        if not agreeing:
+            return "blended score highest, though no single strategy ranked it first"
+        return f"chosen by {len(agreeing)} strategies: {', '.join(agreeing)}"

@@ -9,7 +9,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from agentlb.api.deps import AdminDep, ClientDep, ServiceDep, bearer_token, client_role, json_body
+from agentlb.api.deps import (
+    AdminDep,
+    ClientDep,
+    ServiceDep,
+    auth_and_content_type,
+    bearer_token,
+    client_role,
+    json_body,
+)
 from agentlb.api.schemas import (
     AgentMetricsPublic,
     BenchmarkCreate,
@@ -51,8 +59,9 @@ async def select_agent(request: Request) -> Response:
     # applied without FastAPI's request handling, which costs about a third of a selection per
     # request (docs/benchmarks.md). `openapi_extra` below documents the body and the key.
     state = request.app.state
-    client_role(state.settings, bearer_token(request))
-    body = json_body(SelectAgentRequest, await request.body(), request.headers.get("content-type"))
+    authorization, content_type = auth_and_content_type(request)
+    client_role(state.settings, bearer_token(authorization))
+    body = json_body(SelectAgentRequest, await request.body(), content_type)
     service: AgentLBService = state.service
     task_kwargs = {} if body.task_id is None else {"task_id": body.task_id}
     task = TaskRequest(
