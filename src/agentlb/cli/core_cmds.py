@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -136,7 +137,8 @@ def _median_us(run: Callable[[], object], repeats: int) -> float:
 
 def model_overhead(n_agents: int, iterations: int, seed: int = 0) -> dict[str, Any]:
     """Hybrid selection with a LightGBM predictor fitted in memory on the bench fleet's own
-    dispatches, against the raw `Booster.predict` of the same candidate rows."""
+    dispatches, against the raw `Booster.predict` of the rows the model scores (the
+    shortlist in a large fleet) and of every candidate row."""
     import pandas as pd
 
     from agentlb.training.quick import fit_predictor
@@ -164,15 +166,22 @@ def model_overhead(n_agents: int, iterations: int, seed: int = 0) -> dict[str, A
     candidates = list(snapshot.agents)
     matrix = model.spec.encode_candidates(task, candidates, snapshot)
 
-    def raw_predict() -> None:
-        model.p50_booster.predict(matrix, num_threads=1)
-        model.p90_booster.predict(matrix, num_threads=1)
+    # the rows the model really scores: the shortlist (top_k=1 in `measure`), or every candidate
+    shortlist = balancer.config.model_shortlist
+    scored = len(candidates) if shortlist <= 0 else min(len(candidates), max(shortlist, 2))
 
-    raw_us = _median_us(raw_predict, 300)
+    def raw_predict(rows: np.ndarray) -> None:
+        model.p50_booster.predict(rows, num_threads=1)
+        model.p90_booster.predict(rows, num_threads=1)
+
+    raw_all_us = _median_us(lambda: raw_predict(matrix), 300)
+    raw_us = _median_us(lambda: raw_predict(matrix[:scored]), 300)
     encode_us = _median_us(lambda: model.spec.encode_candidates(task, candidates, snapshot), 300)
     p50, p99 = measure(balancer, "hybrid", iterations)
     return {
         "agents": n_agents,
+        "rows_scored_by_model": scored,
+        "raw_booster_predict_all_candidates_us": round(raw_all_us, 1),
         "raw_booster_predict_us": round(raw_us, 1),
         "encode_candidates_us": round(encode_us, 1),
         "hybrid_p50_us": round(p50, 1),
