@@ -32,6 +32,7 @@ from agentlb.domain import (
     TaskOutcome,
     TaskRequest,
 )
+from agentlb.drift import DriftPolicy, assess_serving_model
 from agentlb.errors import (
     AgentLBError,
     ConflictingOutcomeError,
@@ -506,12 +507,22 @@ class AgentLBService:
 
     def model_info(self) -> dict[str, Any]:
         """What serves predictions now: version, source, feature version, loaded_at, training
-        metrics, and why the heuristic is in use when it is."""
+        metrics, why the heuristic is in use when it is, and the model's drift (its accuracy over
+        the drift window against its holdout's)."""
         ref = self.predictor
         info = dict(ref.current.describe())
         info["fallback_reason"] = ref.fallback_reason
         info["model_uri"] = self.settings.model_uri
         info["poll_interval_s"] = self.settings.model_poll_interval_s
+        try:
+            report = assess_serving_model(
+                self.store, info, DriftPolicy.from_settings(self.settings), self.clock()
+            )
+        except StoreUnavailableError as exc:
+            self._store_failed("prediction_accuracy", exc)
+            info["drift"] = {"error": f"store unavailable: {exc}"}
+        else:
+            info["drift"] = None if report is None else finite(report.as_dict())
         return info
 
     def _record_deployment(self, predictor: Predictor, uri: str) -> None:

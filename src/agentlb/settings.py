@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     )
 
     model_poll_interval_s: float = Field(default=30.0, ge=0)
+    drift_window_s: float = Field(default=86_400.0, gt=0)
+    drift_min_samples: int = Field(default=200, ge=1)
+    drift_mae_tolerance: float = Field(default=0.25, ge=0)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     cors_origins: list[str] = Field(default_factory=list)
     log_level: str = "INFO"

@@ -70,6 +70,14 @@ def test_reload_serves_the_trained_model(sqlite_factory: ClientFactory) -> None:
     health = client.get("/load-balancing/health").json()
     assert not any("model unavailable" in r for r in health["reasons"])
     assert service.store.deployments()[0]["version"] == model.version
+    # the model's drift report: one completed task so far, too few to tell
+    client.post(
+        "/load-balancing/update-performance",
+        json={"agent_id": chosen["selected_agent_id"], "task_id": chosen["task_id"], "task_duration": 2.0},
+    )
+    drift = client.get("/load-balancing/model").json()["predictor"]["drift"]
+    assert drift["model_version"] == model.version and drift["samples"] == 1
+    assert drift["drifted"] is None and "200 needed" in drift["reasons"][0]
 
 
 def test_poll_picks_up_a_new_bundle_and_a_restart_loads_it(sqlite_factory: ClientFactory) -> None:

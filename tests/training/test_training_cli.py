@@ -93,3 +93,55 @@ def test_durations(text: str, seconds: float) -> None:
 
     assert parse_duration_s(text) == seconds
     assert parse_since(text, now=1_000_000.0) == 1_000_000.0 - seconds
+
+
+def _serve_tasks(n: int, slowdown: float) -> str:
+    """n selections by the champion through the real service, each reported `slowdown` times
+    its predicted service time; returns the model version that predicted them."""
+    from agentlb.domain import Agent, TaskOutcome, TaskRequest
+    from agentlb.service import AgentLBService
+    from agentlb.settings import load_settings
+
+    service = AgentLBService.open(load_settings(model_poll_interval_s=0))
+    try:
+        for i in range(3):
+            service.register_agent(Agent(id=f"agent-{i}", name=f"agent-{i}", max_concurrency=4))
+        version = ""
+        for i in range(n):
+            task = TaskRequest("video_analysis", requirements={"input_tokens": 400 + 10 * i})
+            result = service.select(task, "predictive")
+            assert result.predicted_completion is not None and result.model_version
+            version = result.model_version
+            predicted = result.predicted_completion
+            late = 1.5 * predicted.service_p90_s if i % 10 == 0 else predicted.service_p50_s
+            service.report_outcome(TaskOutcome(result.selected_agent.id, slowdown * late, True, task.task_id))
+        return version
+    finally:
+        service.close()
+
+
+def test_drift_tells_a_retraining_job_when_to_retrain(
+    home: Path, history_csv: Path, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["drift"]).exit_code == 1  # no model yet: nothing to assess
+    trained = runner.invoke(app, ["train", "--history", str(history_csv), "--config", str(config_file)])
+    assert trained.exit_code == 0, trained.stderr[-2000:]
+    monkeypatch.setenv("AGENTLB_DRIFT_MIN_SAMPLES", "30")
+
+    few = runner.invoke(app, ["drift"])
+    assert few.exit_code == 0 and "not enough evidence" in few.stdout
+
+    version = _serve_tasks(40, slowdown=1.0)
+    calm = runner.invoke(app, ["drift", "--json"])
+    assert calm.exit_code == 0, calm.output
+    report = json.loads(calm.stdout)
+    assert report["model_version"] == version and report["samples"] == 40
+    skipped = runner.invoke(app, ["retrain", "--if-drifted", "--json"])
+    assert skipped.exit_code == 0, skipped.output
+    assert json.loads(skipped.stdout)["skipped"] is True
+
+    _serve_tasks(200, slowdown=4.0)  # the fleet got 4x slower than the model knows
+    drifted = runner.invoke(app, ["drift", "--window", "24h"])
+    assert drifted.exit_code == 3, drifted.output
+    assert "DRIFTED" in drifted.stdout and "online MAE" in drifted.stdout

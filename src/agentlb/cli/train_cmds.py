@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlb.errors import AgentLBError
+from agentlb.errors import AgentLBError, ModelLoadError
 
 log = logging.getLogger("agentlb.training")
 
@@ -112,6 +112,27 @@ def _simulated_history(n_tasks: int, seed: int) -> Any:
     from agentlb.training.synthetic import synthetic_history
 
     return synthetic_history(n_tasks=n_tasks, seed=seed)
+
+
+def _drift_or_none(policy: Any = None) -> Any:
+    """The serving model's drift report, or None when no model loads (then there is nothing
+    to compare and a retrain should run)."""
+    from agentlb.drift import DriftPolicy, assess_serving_model
+    from agentlb.predictor.model import ModelPredictor
+    from agentlb.settings import load_settings
+    from agentlb.store import Store
+
+    settings = load_settings()
+    uri = settings.model_uri or str(settings.models_dir / "champion")
+    try:
+        model = ModelPredictor.from_uri(uri, settings.tracking_uri)
+    except ModelLoadError:
+        return None
+    store = Store.open(settings.db_url)
+    try:
+        return assess_serving_model(store, model.describe(), policy or DriftPolicy.from_settings(settings))
+    finally:
+        store.close()
 
 
 def _train_once(
@@ -232,6 +253,41 @@ def register(app: typer.Typer) -> None:
             raise _fail(exc) from None
         typer.echo(f"wrote {rows} predictions to {out} (model {uri})", err=True)
 
+    @app.command("drift")
+    def drift(
+        window: Annotated[str, typer.Option(help="completed tasks of the last interval (24h, 90m)")] = "",
+        as_json: Annotated[bool, typer.Option("--json", help="the report as JSON")] = False,
+    ) -> None:
+        """Has the serving model drifted? Its accuracy over the window against its holdout's.
+        Exit code 0: no drift or too few tasks to tell; 3: drifted (retrain); 1: no model."""
+        from agentlb.drift import DriftPolicy
+        from agentlb.settings import load_settings
+
+        settings = load_settings()
+        policy = DriftPolicy.from_settings(settings)
+        if window:
+            policy = DriftPolicy(parse_duration_s(window), policy.min_samples, policy.mae_tolerance)
+        report = _drift_or_none(policy)
+        if report is None:
+            raise _fail(
+                ModelLoadError("no model loads from AGENTLB_MODEL_URI: nothing to assess (agentlb train)")
+            )
+        if as_json:
+            typer.echo(json.dumps(report.as_dict(), default=str))
+        else:
+            verdict = {True: "DRIFTED", False: "no drift", None: "not enough evidence"}[report.drifted]
+            mae = "n/a" if report.online_mae_s is None else f"{report.online_mae_s:.3f} s"
+            holdout = "n/a" if report.holdout_mae_s is None else f"{report.holdout_mae_s:.3f} s"
+            coverage = "n/a" if report.p90_coverage is None else f"{report.p90_coverage:.1%}"
+            typer.echo(
+                f"{report.model_version}: {verdict} over {report.samples} tasks "
+                f"(online MAE {mae}, holdout MAE {holdout}, p90 coverage {coverage})"
+            )
+            for reason in report.reasons:
+                typer.echo(f"  - {reason}")
+        if report.drifted:
+            raise typer.Exit(code=3)
+
     @app.command("retrain")
     def retrain(
         every: Annotated[
@@ -240,6 +296,13 @@ def register(app: typer.Typer) -> None:
         since: Annotated[str, typer.Option(help="train on tasks since (7d, epoch, ISO)")] = "30d",
         config: Annotated[Path | None, typer.Option(help="training config YAML")] = None,
         simulate_if_short: Annotated[bool, typer.Option("--simulate-if-short")] = False,
+        if_drifted: Annotated[
+            bool,
+            typer.Option(
+                "--if-drifted",
+                help="train only when the serving model has drifted (see `agentlb drift`) or none loads",
+            ),
+        ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="one JSON summary per run on stdout")] = False,
     ) -> None:
         """Retrain on the store's recent history and promote by the gate; a concurrent retrain is refused."""
@@ -247,6 +310,18 @@ def register(app: typer.Typer) -> None:
         interval = parse_duration_s(every) if every else None
         while True:
             started = time.monotonic()
+            report = _drift_or_none() if if_drifted else None
+            if report is not None and report.drifted is not True:
+                verdict = "no drift" if report.drifted is False else "not enough evidence of drift"
+                if as_json:
+                    typer.echo(json.dumps({"skipped": True, "drift": report.as_dict()}, default=str))
+                else:
+                    why = "; ".join(report.reasons) or "accuracy within bounds"
+                    typer.echo(f"{report.model_version}: {verdict}, not retrained — {why}")
+                if interval is None:
+                    return
+                time.sleep(max(0.0, interval - (time.monotonic() - started)))
+                continue
             try:
                 with _stdout_to_stderr(True):
                     summary = _train_once(

@@ -729,11 +729,14 @@ class Store:
         )
 
     # --- analytics ------------------------------------------------------------------------
-    def prediction_accuracy(self) -> list[AccuracyRow]:
+    def prediction_accuracy(
+        self, since: float | None = None, model_version: str | None = None
+    ) -> list[AccuracyRow]:
         """Per model version, over successful finished tasks whose dispatch carried a prediction:
         mean absolute error of the p50, share of durations at or under the p90, and the
         Pearson correlation of p50 and duration (None when n < 2 or either is constant).
-        The predicted service time is compared; imported rows fall back to the logged p50/p90."""
+        The predicted service time is compared; imported rows fall back to the logged p50/p90.
+        `since` keeps tasks finished at or after that epoch; `model_version` one version."""
         p50 = func.coalesce(DispatchModel.service_p50_s, DispatchModel.predicted_p50_s)
         p90 = func.coalesce(DispatchModel.service_p90_s, DispatchModel.predicted_p90_s)
         y = OutcomeModel.duration_s
@@ -758,6 +761,10 @@ class Store:
             .group_by(version)
             .order_by(version)
         )
+        if since is not None:
+            query = query.where(OutcomeModel.finished_at >= since)
+        if model_version is not None:
+            query = query.where(DispatchModel.model_version == model_version)
         with self._guard("prediction_accuracy"), self._read() as conn:
             rows = conn.execute(query).all()
         result = []
