@@ -3,9 +3,11 @@
     make serve                      # in one terminal
     .venv/bin/python examples/client.py --tasks 60 --concurrency 4
 
-Task durations are simulated from the demo fleet's speeds (examples/fleet.yaml: service time =
-size / speed, with noise and the agent's failure rate), scaled by --time-scale so a demo
-takes seconds. Watch the statistics at the end: faster agents take more of the work.
+Tasks come from the simulator's `surveillance` workload (the same task types, sizes, attributes
+and noise the first model was trained on), and each runs for what the simulator would give it on
+the chosen agent of examples/fleet.yaml (size x noise / the agent's speed for the type; the
+agent's failure rate), scaled by --time-scale so a demo takes seconds. Watch the statistics at
+the end: faster agents take more of the work, and the model's error stays near its holdout's.
 """
 
 from __future__ import annotations
@@ -24,27 +26,23 @@ from typing import Any
 import httpx
 
 from agentlb.sim.fleet import SimAgentSpec, load_fleet
-
-# (task type, capability needed, typical size in seconds at speed 1)
-TASKS = (
-    ("video_analysis", "video_analysis", 8.0),
-    ("object_detection", "object_detection", 3.0),
-    ("prompt_generation", "prompt_generation", 4.0),
-    ("text_analysis", "text_analysis", 2.0),
-    ("alert_triage", "alert_triage", 1.0),
-)
-PRIORITIES = ("low", "medium", "high")
-COMPLEXITIES = ("low", "medium", "high")
-COMPLEXITY_FACTOR = {"low": 0.6, "medium": 1.0, "high": 1.8}
+from agentlb.sim.scenarios import get_scenario
+from agentlb.sim.workload import SimTask
 
 
 class Orchestrator:
     def __init__(
-        self, base_url: str, api_key: str | None, fleet: dict[str, SimAgentSpec], args: argparse.Namespace
+        self,
+        base_url: str,
+        api_key: str | None,
+        fleet: dict[str, SimAgentSpec],
+        tasks: list[SimTask],
+        args: argparse.Namespace,
     ):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=base_url, headers=headers, timeout=10.0)
         self.fleet = fleet
+        self.tasks = tasks
         self.args = args
         self.lock = threading.Lock()
         self.by_agent: Counter[str] = Counter()
@@ -54,14 +52,16 @@ class Orchestrator:
 
     def run_one(self, i: int) -> None:
         rng = random.Random(self.args.seed * 100_003 + i)
-        task_type, capability, size = rng.choice(TASKS)
-        complexity = rng.choice(COMPLEXITIES)
+        task = self.tasks[i]
+        task_type = task.task_type
         body: dict[str, Any] = {
             "task_type": task_type,
-            "required_capabilities": [capability],
-            "task_requirements": {"priority": rng.choice(PRIORITIES), "complexity": complexity},
+            "required_capabilities": [task_type],  # the demo fleet's capabilities are its task types
+            "task_requirements": dict(task.attributes),
             "top_k": 2,
         }
+        if task.deadline_s is not None:
+            body["deadline_s"] = round(task.deadline_s, 3)
         if self.args.strategy:
             body["strategy"] = self.args.strategy
         chosen = self.http.post("/load-balancing/select-agent", json=body)
@@ -73,8 +73,8 @@ class Orchestrator:
         agent_id = selection["selected_agent_id"]
         spec = self.fleet.get(agent_id)
         speed = spec.speed_for(task_type) if spec else 1.0
-        duration = size * COMPLEXITY_FACTOR[complexity] / speed * rng.lognormvariate(0.0, 0.25)
-        success = rng.random() >= (spec.failure_rate if spec else 0.0)
+        duration = task.size_s * task.noise / speed
+        success = task.failure_draw >= (spec.failure_rate if spec else 0.0)
         time.sleep(duration * self.args.time_scale)  # "run" the task
         outcome = {
             "agent_id": agent_id,
@@ -141,7 +141,8 @@ def main() -> int:
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args()
     fleet = {spec.id: spec for spec in load_fleet(args.fleet)}
-    orchestrator = Orchestrator(args.base_url, os.environ.get("AGENTLB_API_KEY"), fleet, args)
+    _, tasks = get_scenario("surveillance").build(args.seed, args.tasks, fleet=list(fleet.values()))
+    orchestrator = Orchestrator(args.base_url, os.environ.get("AGENTLB_API_KEY"), fleet, tasks, args)
     try:
         health = orchestrator.http.get("/load-balancing/health")
     except httpx.TransportError as exc:
