@@ -145,3 +145,15 @@ def test_drift_tells_a_retraining_job_when_to_retrain(
     drifted = runner.invoke(app, ["drift", "--window", "24h"])
     assert drifted.exit_code == 3, drifted.output
     assert "DRIFTED" in drifted.stdout and "online MAE" in drifted.stdout
+
+
+def test_drift_with_the_database_down_is_a_one_line_error(
+    home: Path, history_csv: Path, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trained = CliRunner().invoke(app, ["train", "--history", str(history_csv), "--config", str(config_file)])
+    assert trained.exit_code == 0, trained.stderr[-2000:]
+    monkeypatch.setenv("AGENTLB_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
+    for command in (["drift"], ["retrain", "--if-drifted"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 1, (command, result.output)
+        assert result.stderr.startswith("error:") and "Traceback" not in result.output, result.stderr

@@ -267,7 +267,10 @@ def register(app: typer.Typer) -> None:
         policy = DriftPolicy.from_settings(settings)
         if window:
             policy = DriftPolicy(parse_duration_s(window), policy.min_samples, policy.mae_tolerance)
-        report = _drift_or_none(policy)
+        try:
+            report = _drift_or_none(policy)
+        except AgentLBError as exc:  # the store is unreachable or not migrated
+            raise _fail(exc) from None
         if report is None:
             raise _fail(
                 ModelLoadError("no model loads from AGENTLB_MODEL_URI: nothing to assess (agentlb train)")
@@ -310,7 +313,14 @@ def register(app: typer.Typer) -> None:
         interval = parse_duration_s(every) if every else None
         while True:
             started = time.monotonic()
-            report = _drift_or_none() if if_drifted else None
+            try:
+                report = _drift_or_none() if if_drifted else None
+            except AgentLBError as exc:
+                if interval is None:
+                    raise _fail(exc) from None
+                log.error("drift check failed, will retry in %s: %s", every, exc)
+                time.sleep(max(0.0, interval - (time.monotonic() - started)))
+                continue
             if report is not None and report.drifted is not True:
                 verdict = "no drift" if report.drifted is False else "not enough evidence of drift"
                 if as_json:
