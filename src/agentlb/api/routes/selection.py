@@ -56,8 +56,8 @@ async def select_agent(request: Request) -> Response:
     """Choose an agent for a task. The task counts as in flight on that agent until its
     outcome is reported to `update-performance` with the returned `task_id`."""
     # The hot path (DirectRoute): the access rule and the body schema of every other route,
-    # applied without FastAPI's request handling, which costs about a third of a selection per
-    # request (docs/benchmarks.md). `openapi_extra` below documents the body and the key.
+    # applied without FastAPI's request handling, which was about a fifth of a select request's
+    # CPU (docs/benchmarks.md). `openapi_extra` below documents the body and the key.
     state = request.app.state
     authorization, content_type = auth_and_content_type(request)
     client_role(state.settings, bearer_token(authorization))
