@@ -3,7 +3,6 @@ AGENTLB_TEST_POSTGRES_URL answers), through Starlette's TestClient."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +13,7 @@ from fastapi.testclient import TestClient
 
 from agentlb.api import create_app
 from agentlb.settings import load_settings
-
-POSTGRES_ENV = "AGENTLB_TEST_POSTGRES_URL"
+from postgres_support import postgres_skip_reason, postgres_url, psycopg_dsn
 
 FLEET = [
     {
@@ -34,27 +32,6 @@ FLEET = [
 ]
 
 
-def _postgres_admin_url() -> str | None:
-    return os.environ.get(POSTGRES_ENV) or None
-
-
-def _psycopg_dsn(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-def postgres_skip_reason() -> str | None:
-    url = _postgres_admin_url()
-    if url is None:
-        return f"{POSTGRES_ENV} is not set"
-    import psycopg
-
-    try:
-        with psycopg.connect(_psycopg_dsn(url), connect_timeout=3):
-            return None
-    except psycopg.OperationalError as exc:
-        return f"PostgreSQL at {POSTGRES_ENV} does not answer: {exc}"
-
-
 class PostgresDatabases:
     """A fresh schema per test in the CI database (cheap), or a whole database where a test
     needs to take it offline; everything is dropped at the end of the session."""
@@ -67,7 +44,7 @@ class PostgresDatabases:
     def _admin(self) -> Any:
         import psycopg
 
-        return psycopg.connect(_psycopg_dsn(self.admin_url), autocommit=True, connect_timeout=5)
+        return psycopg.connect(psycopg_dsn(self.admin_url), autocommit=True, connect_timeout=5)
 
     def create(self) -> str:
         from agentlb.store import with_search_path
@@ -114,7 +91,7 @@ def postgres_databases() -> Iterator[PostgresDatabases | None]:
     if postgres_skip_reason() is not None:
         yield None
         return
-    url = _postgres_admin_url()
+    url = postgres_url()
     assert url is not None
     databases = PostgresDatabases(url)
     yield databases

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reliability_helpers import POSTGRES_ENV, AppClients, PostgresDatabase, Server, postgres_skip_reason
+from reliability_helpers import AppClients, PostgresDatabase, Server
+
+from postgres_support import POSTGRES_ENV, postgres_skip_reason
 
 
 @pytest.fixture
@@ -28,7 +30,7 @@ def servers() -> Iterator[list[Server]]:
 
 @pytest.fixture
 def postgres_database() -> Iterator[PostgresDatabase]:
-    reason = postgres_skip_reason()
+    reason = postgres_skip_reason("PostgreSQL outage test needs a server it may administer")
     if reason is not None:
         pytest.skip(reason)
     database = PostgresDatabase(os.environ[POSTGRES_ENV])

@@ -4,7 +4,6 @@ taken offline (ALTER DATABASE ... ALLOW_CONNECTIONS false)."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ from sqlalchemy import create_engine, text
 from agentlb.api import create_app
 from agentlb.settings import load_settings
 from live_server import BIN, ServerProcess, server_env
+from postgres_support import psycopg_dsn
 
-POSTGRES_ENV = "AGENTLB_TEST_POSTGRES_URL"
 CLIENT_KEY = "client-secret-key-7f3a9b"
 ADMIN_KEY = "admin-secret-key-c41d2e"
 SELECT = "/load-balancing/select-agent"
@@ -108,23 +107,6 @@ class Server(ServerProcess):
 
 
 # --- PostgreSQL that can be taken offline ----------------------------------------------------
-def _dsn(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-def postgres_skip_reason() -> str | None:
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        return f"{POSTGRES_ENV} is not set: PostgreSQL outage test needs a server it may administer"
-    import psycopg
-
-    try:
-        with psycopg.connect(_dsn(url), connect_timeout=3):
-            return None
-    except psycopg.OperationalError as exc:
-        return f"PostgreSQL at {POSTGRES_ENV} does not answer: {exc}"
-
-
 class PostgresDatabase:
     """A dedicated database on the CI server; `offline()` makes it refuse every connection."""
 
@@ -138,7 +120,7 @@ class PostgresDatabase:
     def _admin(self) -> Any:
         import psycopg
 
-        return psycopg.connect(_dsn(self.admin_url), autocommit=True, connect_timeout=5)
+        return psycopg.connect(psycopg_dsn(self.admin_url), autocommit=True, connect_timeout=5)
 
     def set_online(self, online: bool) -> None:
         with self._admin() as conn:

@@ -12,8 +12,7 @@ from store_helpers import StoreClock
 
 from agentlb.errors import StoreUnavailableError
 from agentlb.store import Store, scratch_database
-
-POSTGRES_ENV = "AGENTLB_TEST_POSTGRES_URL"
+from postgres_support import POSTGRES_ENV
 
 
 def postgres_base_url() -> str:
