@@ -9,12 +9,13 @@ that into a decision a retraining job can act on (`agentlb drift`, `agentlb retr
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agentlb.settings import Settings
-from agentlb.store import Store
+from agentlb.store import AccuracyRow, Store
 
 # The p90 should cover about 90% of durations; the training gate accepts 0.85-0.95 on the
 # holdout, production gets a little more room before it counts as drift.
@@ -61,48 +62,37 @@ def assess_drift(
     policy = policy or DriftPolicy()
     since = (time.time() if now is None else now) - policy.window_s
     rows = store.prediction_accuracy(since=since, model_version=model_version)
+    row = rows[0] if rows else AccuracyRow(model_version, 0, math.nan, None, None)
     holdout_mae = holdout_metrics.get("mae")
-    if not rows or rows[0].n < policy.min_samples:
-        samples = rows[0].n if rows else 0
-        return DriftReport(
-            model_version,
-            policy.window_s,
-            samples,
-            rows[0].mae_s if rows else None,
-            holdout_mae,
-            None,
-            rows[0].p90_coverage if rows else None,
-            rows[0].correlation if rows else None,
-            None,
-            [f"{samples} completed tasks with a prediction in the window; {policy.min_samples} needed"],
-        )
-    row = rows[0]
-    reasons: list[str] = []
-    ratio = row.mae_s / holdout_mae if holdout_mae else None
-    if ratio is not None and ratio > 1.0 + policy.mae_tolerance:
-        reasons.append(
-            f"online MAE {row.mae_s:.3f} s is {ratio:.2f}x the holdout's {holdout_mae:.3f} s "
-            f"(limit {1.0 + policy.mae_tolerance:.2f}x)"
-        )
-    if row.p90_coverage is not None and not COVERAGE_LOW <= row.p90_coverage <= COVERAGE_HIGH:
-        reasons.append(
-            f"p90 covers {row.p90_coverage:.1%} of durations "
-            f"(expected {COVERAGE_LOW:.0%}-{COVERAGE_HIGH:.0%})"
-        )
-    if holdout_mae is None:
-        reasons.append("the model carries no holdout MAE; only the p90 coverage was checked")
-    drifted = any(not r.startswith("the model carries") for r in reasons)
+    ratio = row.mae_s / holdout_mae if holdout_mae and row.n else None
+    drift: list[str] = []  # why the model counts as drifted
+    notes: list[str] = []
+    if row.n < policy.min_samples:
+        notes.append(f"{row.n} completed tasks with a prediction in the window; {policy.min_samples} needed")
+    else:
+        if ratio is not None and ratio > 1.0 + policy.mae_tolerance:
+            drift.append(
+                f"online MAE {row.mae_s:.3f} s is {ratio:.2f}x the holdout's {holdout_mae:.3f} s "
+                f"(limit {1.0 + policy.mae_tolerance:.2f}x)"
+            )
+        if row.p90_coverage is not None and not COVERAGE_LOW <= row.p90_coverage <= COVERAGE_HIGH:
+            drift.append(
+                f"p90 covers {row.p90_coverage:.1%} of durations "
+                f"(expected {COVERAGE_LOW:.0%}-{COVERAGE_HIGH:.0%})"
+            )
+        if holdout_mae is None:
+            notes.append("the model carries no holdout MAE; only the p90 coverage was checked")
     return DriftReport(
         model_version,
         policy.window_s,
         row.n,
-        row.mae_s,
+        row.mae_s if row.n else None,
         holdout_mae,
-        ratio,
+        ratio if row.n >= policy.min_samples else None,
         row.p90_coverage,
         row.correlation,
-        drifted,
-        reasons,
+        None if row.n < policy.min_samples else bool(drift),
+        drift + notes,
     )
 
 

@@ -71,9 +71,9 @@ def load_predictor(kind: str) -> PredictorRef:
     if kind == "heuristic":
         return PredictorRef(HeuristicPredictor())
     if kind == "model":
-        from agentlb.predictor.model import load_champion_for_bench
+        from agentlb.predictor.model import load_champion
 
-        return PredictorRef(load_champion_for_bench())
+        return PredictorRef(load_champion())
     raise typer.BadParameter(f"--predictor must be heuristic or model, got {kind!r}")
 
 

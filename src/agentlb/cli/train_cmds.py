@@ -118,14 +118,13 @@ def _drift_or_none(policy: Any = None) -> Any:
     """The serving model's drift report, or None when no model loads (then there is nothing
     to compare and a retrain should run)."""
     from agentlb.drift import DriftPolicy, assess_serving_model
-    from agentlb.predictor.model import ModelPredictor
+    from agentlb.predictor.model import load_champion
     from agentlb.settings import load_settings
     from agentlb.store import Store
 
     settings = load_settings()
-    uri = settings.model_uri or str(settings.models_dir / "champion")
     try:
-        model = ModelPredictor.from_uri(uri, settings.tracking_uri)
+        model = load_champion()
     except ModelLoadError:
         return None
     store = Store.open(settings.db_url)
@@ -133,6 +132,30 @@ def _drift_or_none(policy: Any = None) -> Any:
         return assess_serving_model(store, model.describe(), policy or DriftPolicy.from_settings(settings))
     finally:
         store.close()
+
+
+def _retrain_once(
+    since: float | None, simulate_if_short: bool, config: Path | None, if_drifted: bool, as_json: bool
+) -> None:
+    """One `retrain` run: skipped when `if_drifted` and the serving model has not drifted."""
+    report = _drift_or_none() if if_drifted else None
+    if report is not None and report.drifted is not True:
+        if as_json:
+            typer.echo(json.dumps({"skipped": True, "drift": report.as_dict()}, default=str))
+        else:
+            verdict = "no drift" if report.drifted is False else "not enough evidence of drift"
+            why = "; ".join(report.reasons) or "accuracy within bounds"
+            typer.echo(f"{report.model_version}: {verdict}, not retrained — {why}")
+        return
+    with _stdout_to_stderr(True):
+        summary = _train_once(
+            None, True, since, simulate_if_short, config, None, None, True, True, quiet=True
+        )
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+    else:
+        promoted = "promoted" if summary["promoted"] else "not promoted"
+        typer.echo(f"{summary['model_version']}: {promoted} — {summary['decision']['reason']}")
 
 
 def _train_once(
@@ -314,51 +337,11 @@ def register(app: typer.Typer) -> None:
         while True:
             started = time.monotonic()
             try:
-                report = _drift_or_none() if if_drifted else None
-            except AgentLBError as exc:
-                if interval is None:
-                    raise _fail(exc) from None
-                log.error("drift check failed, will retry in %s: %s", every, exc)
-                time.sleep(max(0.0, interval - (time.monotonic() - started)))
-                continue
-            if report is not None and report.drifted is not True:
-                verdict = "no drift" if report.drifted is False else "not enough evidence of drift"
-                if as_json:
-                    typer.echo(json.dumps({"skipped": True, "drift": report.as_dict()}, default=str))
-                else:
-                    why = "; ".join(report.reasons) or "accuracy within bounds"
-                    typer.echo(f"{report.model_version}: {verdict}, not retrained — {why}")
-                if interval is None:
-                    return
-                time.sleep(max(0.0, interval - (time.monotonic() - started)))
-                continue
-            try:
-                with _stdout_to_stderr(True):
-                    summary = _train_once(
-                        None,
-                        True,
-                        parse_since(since),
-                        simulate_if_short,
-                        config,
-                        None,
-                        None,
-                        True,
-                        True,
-                        quiet=True,
-                    )
+                _retrain_once(parse_since(since), simulate_if_short, config, if_drifted, as_json)
             except AgentLBError as exc:
                 if interval is None:
                     raise _fail(exc) from None
                 log.error("retrain failed, will retry in %s: %s", every, exc)
-            else:
-                if as_json:
-                    typer.echo(json.dumps(summary, default=str))
-                else:
-                    d = summary["decision"]
-                    typer.echo(
-                        f"{summary['model_version']}: {'promoted' if summary['promoted'] else 'not promoted'}"
-                        f" — {d['reason']}"
-                    )
             if interval is None:
                 return
             time.sleep(max(0.0, interval - (time.monotonic() - started)))

@@ -239,9 +239,9 @@ class ModelPredictor:
         }
 
 
-def load_champion_for_bench() -> ModelPredictor:
-    """The champion for `agentlb bench-select --predictor model`, from `AGENTLB_MODEL_URI` (default
-    `models/champion`)."""
+def load_champion() -> ModelPredictor:
+    """The champion at `AGENTLB_MODEL_URI` (default `models/champion`), for the commands that
+    score or assess it outside the service (`bench-select --predictor model`, `drift`)."""
     from agentlb.settings import load_settings
 
     settings = load_settings()

@@ -73,6 +73,12 @@ class Predictive(Strategy):
         np.divide(best, p50, out=scores, where=p50 > 0)
         return scores
 
+    @staticmethod
+    def scores_from(predictions: Mapping[str, PredictedCompletion]) -> dict[str, float]:
+        """`scores_array` over a mapping, with Python's min (NaN kept as it falls)."""
+        best = min(p.p50_s for p in predictions.values())
+        return {k: (best / p.p50_s if p.p50_s > 0 else 1.0) for k, p in predictions.items()}
+
     def decide_arrays(
         self, task: TaskRequest, predictions: PredictionMapping, version: str
     ) -> StrategyDecision:
@@ -115,8 +121,7 @@ class Predictive(Strategy):
     ) -> StrategyDecision:
         if isinstance(predictions, PredictionMapping):
             return self.decide_arrays(task, predictions, version)
-        best = min(p.p50_s for p in predictions.values())
-        scores = {k: (best / p.p50_s if p.p50_s > 0 else 1.0) for k, p in predictions.items()}
+        scores = self.scores_from(predictions)
         pool = scores
         detail = "predicted completion {p50:.2f} s"
         if task.deadline_s is not None:
@@ -276,8 +281,7 @@ class Hybrid(Strategy):
             times = completion_times(task, candidates, snapshot, predictor)
             predictions = {s.agent.id: t for s, t in zip(candidates, times, strict=True)}
             version = predictor.version
-            best = min(p.p50_s for p in predictions.values())
-            raw["predictive"] = {k: (best / p.p50_s if p.p50_s > 0 else 1.0) for k, p in predictions.items()}
+            raw["predictive"] = self.predictive_.scores_from(predictions)
         normalised = {name: min_max(scores) for name, scores in raw.items()}
         combined = {
             s.agent.id: sum(weights[name] * normalised[name][s.agent.id] for name in normalised)
