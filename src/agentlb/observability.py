@@ -187,6 +187,11 @@ def configure_logging(level: str = "INFO") -> None:
     """Send the `agentlb` loggers to stderr as JSON lines (idempotent)."""
     logger = logging.getLogger("agentlb")
     logger.setLevel(level)
+    # The JSON lines carry no thread or process names: records need not look them up
+    # (the logging docs' "Optimization" section); a selection logs one line per request.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     for handler in logger.handlers:
         if getattr(handler, "_agentlb_json", False):
             return

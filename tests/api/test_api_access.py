@@ -114,3 +114,74 @@ def test_cors_is_off_unless_configured(sqlite_factory: ClientFactory) -> None:
     opened = sqlite_factory.start(cors_origins=["https://ops.example"])
     response = opened.options("/load-balancing/select-agent", headers=preflight)
     assert response.headers["access-control-allow-origin"] == "https://ops.example"
+
+
+SELECT_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("no key", {"json": {"task_type": "video_task"}}),
+    ("wrong key", {"json": {"task_type": "video_task"}, "headers": {"Authorization": "Bearer nope"}}),
+    (
+        "bad field",
+        {"json": {"task_type": "", "top_k": -1}, "headers": {"Authorization": f"Bearer {API_KEY}"}},
+    ),
+    (
+        "not json",
+        {
+            "content": b"task_type=t",
+            "headers": {"Authorization": f"Bearer {API_KEY}", "content-type": "text/plain"},
+        },
+    ),
+    (
+        "missing capability",
+        {
+            "json": {"task_type": "t", "required_capabilities": ["telepathy"]},
+            "headers": {"Authorization": f"Bearer {API_KEY}"},
+        },
+    ),
+    (
+        "unknown strategy",
+        {"json": {"task_type": "t", "strategy": "coin"}, "headers": {"Authorization": f"Bearer {API_KEY}"}},
+    ),
+    (
+        "too large",
+        {
+            "json": {"task_type": "t", "task_requirements": {f"k{i}": "x" * 60 for i in range(40)}},
+            "headers": {"Authorization": f"Bearer {API_KEY}"},
+        },
+    ),
+    (
+        "selected",
+        {"json": {"task_type": "video_task", "top_k": 2}, "headers": {"Authorization": f"Bearer {API_KEY}"}},
+    ),
+]
+
+
+def test_select_fast_path_answers_as_the_route_does(sqlite_factory: ClientFactory) -> None:
+    """AgentLBApp serves select-agent ahead of the middleware stack; with it off, the
+    documented route serves it. Both must answer every request alike."""
+    client = sqlite_factory.start(api_key=API_KEY, max_body_bytes=2048)
+    for agent in FLEET:
+        client.post("/load-balancing/agents", json=agent, headers={"Authorization": f"Bearer {API_KEY}"})
+    answers: dict[bool, list[tuple[int, str, Any]]] = {}
+    for fast in (True, False):
+        client.app.fast_select = fast  # type: ignore[attr-defined]
+        answers[fast] = []
+        for _name, request in SELECT_CASES:
+            response = client.post("/load-balancing/select-agent", **request)
+            body = response.json()
+            if response.status_code == 200:  # ids and timings differ between two selections
+                body = sorted(body)
+            answers[fast].append((response.status_code, response.headers["content-type"], body))
+    assert [status for status, _, _ in answers[True]] == [401, 401, 422, 422, 409, 422, 413, 200]
+    for (name, _), fast, routed in zip(SELECT_CASES, answers[True], answers[False], strict=True):
+        assert fast == routed, name
+
+
+def test_select_with_cors_configured_carries_cors_headers(sqlite_factory: ClientFactory) -> None:
+    client = sqlite_factory.start(cors_origins=["https://ops.example"])
+    for agent in FLEET:
+        client.post("/load-balancing/agents", json=agent)
+    response = client.post(
+        "/load-balancing/select-agent", json={"task_type": "t"}, headers={"Origin": "https://ops.example"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["access-control-allow-origin"] == "https://ops.example"

@@ -337,3 +337,40 @@ def test_all_agents_ejected_without_panic_mode_is_503(client_factory: ClientFact
     assert response.json()["error"] == "all_agents_ejected"
     health = client.get("/load-balancing/health")
     assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+
+
+@pytest.mark.parametrize("strategy", ["hybrid", "predictive", "round_robin", "least_connection"])
+def test_select_response_is_serialised_as_the_documented_model(
+    sqlite_fleet_client: TestClient, strategy: str
+) -> None:
+    """The hot path writes the response straight from the result (SelectAgentResponse.json_of):
+    byte for byte what the documented model would write, whatever the result holds."""
+    import dataclasses
+    import math
+
+    import numpy as np
+
+    from agentlb.api.schemas import SelectAgentResponse
+    from agentlb.domain import TaskRequest
+
+    service = sqlite_fleet_client.app.state.service  # type: ignore[attr-defined]
+    task = TaskRequest(task_type="video_task", required_capabilities=frozenset({"video_analysis"}))
+    result = service.balancer.select(task, strategy, top_k=2, record=False)
+    metrics = dataclasses.replace(
+        result.load_metrics,
+        active_tasks=np.int64(3),
+        avg_task_duration=np.float64(1.25),
+        cpu_usage=math.nan,
+        specialization_score={"video_task": np.float64(1.5)},
+    )
+    variants = [
+        result,
+        dataclasses.replace(result, predicted_completion=None, alternative_agents=(), model_version="7"),
+        dataclasses.replace(
+            result, load_metrics=metrics, confidence_score=np.float64(0.5), fallback_used=True
+        ),
+    ]
+    for variant in variants:
+        assert (
+            SelectAgentResponse.json_of(variant) == SelectAgentResponse.of(variant).model_dump_json().encode()
+        )

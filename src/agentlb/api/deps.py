@@ -66,11 +66,11 @@ def bearer_token(authorization: str | None) -> str | None:
     return token
 
 
-def auth_and_content_type(request: Request) -> tuple[str | None, str | None]:
-    """The Authorization and Content-Type headers in one pass over the raw headers (the
+def auth_and_content_type(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """The Authorization and Content-Type headers in one pass over the raw ASGI headers (the
     `Headers` mapping raises and catches a KeyError for each header that is absent)."""
     authorization = content_type = None
-    for name, value in request.scope["headers"]:
+    for name, value in headers:
         if name == b"authorization" and authorization is None:
             authorization = value.decode("latin-1")
         elif name == b"content-type" and content_type is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic_core import to_json
 
 from agentlb.domain import (
     Agent,
@@ -192,6 +193,63 @@ class SelectAgentResponse(BaseModel):
                 PredictedCompletionPublic.of(r.predicted_completion) if r.predicted_completion else None
             ),
             model_version=r.model_version,
+        )
+
+    @staticmethod
+    def json_of(r: SelectionResult) -> bytes:
+        """`of(r).model_dump_json()`, serialised straight from the result without building
+        and validating the models: the select-agent hot path, at a third of the cost. A test
+        holds the two byte for byte equal."""
+        m = r.load_metrics
+        p = r.predicted_completion
+        return to_json(
+            {
+                "selected_agent_id": r.selected_agent.id,
+                "selected_agent_name": r.selected_agent.name,
+                "task_id": r.task_id,
+                "strategy_used": r.strategy_used,
+                "confidence_score": float(r.confidence_score),
+                "selection_reason": r.selection_reason,
+                "load_metrics": {
+                    "agent_id": m.agent_id,
+                    "agent_name": m.agent_name,
+                    "active_tasks": int(m.active_tasks),
+                    "completed_tasks": int(m.completed_tasks),
+                    "failed_tasks": int(m.failed_tasks),
+                    "avg_task_duration": float(m.avg_task_duration),
+                    "success_rate": float(m.success_rate),
+                    "cpu_usage": float(m.cpu_usage),
+                    "memory_usage": float(m.memory_usage),
+                    "load_score": float(m.load_score),
+                    "capacity_score": float(m.capacity_score),
+                    "predicted_completion_time": float(m.predicted_completion_time),
+                    "workload_trend": m.workload_trend,
+                    "specialization_score": {str(k): float(v) for k, v in m.specialization_score.items()},
+                },
+                "alternative_agents": [
+                    {
+                        "agent_id": a.agent_id,
+                        "agent_name": a.agent_name,
+                        "score": float(a.score),
+                        "predicted_p50_s": None if a.predicted_p50_s is None else float(a.predicted_p50_s),
+                        "predicted_p90_s": None if a.predicted_p90_s is None else float(a.predicted_p90_s),
+                    }
+                    for a in r.alternative_agents
+                ],
+                "fallback_used": bool(r.fallback_used),
+                "panic": bool(r.panic),
+                "predicted_completion_s": None
+                if p is None
+                else {
+                    "p50": float(p.p50_s),
+                    "p90": float(p.p90_s),
+                    "service_p50": float(p.service_p50_s),
+                    "service_p90": float(p.service_p90_s),
+                    "wait": float(p.wait_s),
+                },
+                "model_version": r.model_version,
+            },
+            inf_nan_mode="null",
         )
 
 

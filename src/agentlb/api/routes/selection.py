@@ -52,16 +52,25 @@ class DirectRoute(APIRoute):
         return endpoint
 
 
+SELECT_PATH = "/load-balancing/select-agent"
+
+
 async def select_agent(request: Request) -> Response:
     """Choose an agent for a task. The task counts as in flight on that agent until its
     outcome is reported to `update-performance` with the returned `task_id`."""
-    # The hot path (DirectRoute): the access rule and the body schema of every other route,
-    # applied without FastAPI's request handling, which was about a fifth of a select request's
-    # CPU (docs/benchmarks.md). `openapi_extra` below documents the body and the key.
-    state = request.app.state
-    authorization, content_type = auth_and_content_type(request)
+    return await answer_select(request.app.state, request.scope["headers"], await request.body())
+
+
+async def answer_select(state: Any, headers: list[tuple[bytes, bytes]], raw: bytes) -> Response:
+    """The select-agent request, from its raw headers and body to the response.
+
+    The hot path: the access rule and the body schema of every other route, applied without
+    FastAPI's request handling, which was about a fifth of a select request's CPU
+    (docs/benchmarks.md). It runs from this route (DirectRoute, documented by `openapi_extra`
+    below) and, ahead of the middleware stack, from `AgentLBApp` (api/app.py)."""
+    authorization, content_type = auth_and_content_type(headers)
     client_role(state.settings, bearer_token(authorization))
-    body = json_body(SelectAgentRequest, await request.body(), content_type)
+    body = json_body(SelectAgentRequest, raw, content_type)
     service: AgentLBService = state.service
     task_kwargs = {} if body.task_id is None else {"task_id": body.task_id}
     task = TaskRequest(
@@ -78,13 +87,12 @@ async def select_agent(request: Request) -> Response:
     result = await service.select_async(
         task, body.strategy, body.top_k, client_task_id=body.task_id is not None
     )
-    # Serialised once by pydantic; `response_model` below
-    # still documents the body.
-    return Response(SelectAgentResponse.of(result).model_dump_json(), media_type="application/json")
+    # Serialised straight from the result; `response_model` below still documents the body.
+    return Response(SelectAgentResponse.json_of(result), media_type="application/json")
 
 
 router.add_api_route(
-    "/select-agent",
+    SELECT_PATH.removeprefix(router.prefix),
     select_agent,
     methods=["POST"],
     route_class_override=DirectRoute,
