@@ -9,10 +9,9 @@ from __future__ import annotations
 import enum
 import math
 import secrets
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -27,6 +26,27 @@ def fast_new(cls: type[_T], values: dict[str, Any]) -> _T:
     instance = object.__new__(cls)
     instance.__dict__.update(values)
     return instance
+
+
+class cached_attribute(Generic[_T]):
+    """`functools.cached_property` without its per-instance lock (Python 3.11 takes an RLock
+    on every first access; 3.12 dropped it): column views are built per selection, so each
+    of their cached columns is a first access. Computed once, then stored on the instance,
+    whose attribute shadows this descriptor from then on."""
+
+    def __init__(self, func: Callable[[Any], _T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> _T:
+        if instance is None:
+            return self  # type: ignore[return-value]
+        value = instance.__dict__[self.name] = self.func(instance)
+        return value
 
 
 class LoadBalancingStrategy(enum.StrEnum):
@@ -577,7 +597,7 @@ class CandidateView:
         self._cache: dict[str, np.ndarray] = {}
         self._rows: dict[int, np.ndarray] = {}
 
-    @cached_property
+    @cached_attribute
     def ids(self) -> list[str]:
         every = self.columns.static.ids
         if self.positions is None:
@@ -611,19 +631,19 @@ class CandidateView:
     def success_rate(self) -> np.ndarray:
         return self.row(COL_SUCCESS_RATE)
 
-    @cached_property
+    @cached_attribute
     def max_concurrency(self) -> np.ndarray:
         return self._take(self.columns.static.max_concurrency)
 
-    @cached_property
+    @cached_attribute
     def weight(self) -> np.ndarray:
         return self._take(self.columns.static.weight)
 
-    @cached_property
+    @cached_attribute
     def registered_at(self) -> np.ndarray:
         return self._take(self.columns.registered_at)
 
-    @cached_property
+    @cached_attribute
     def typed(self) -> np.ndarray:
         """(3, n): this task type's EWMA (NaN: none yet), variance (NaN) and sample count."""
         matrix = self.columns.types.get(self.task_type)
@@ -645,7 +665,7 @@ class CandidateView:
     def samples(self) -> np.ndarray:
         return self.typed[TYPE_SAMPLES]  # type: ignore[no-any-return]
 
-    @cached_property
+    @cached_attribute
     def has_type(self) -> np.ndarray:
         known: np.ndarray = ~np.isnan(self.own_ewma)
         return known
