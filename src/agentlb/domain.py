@@ -436,6 +436,10 @@ COLUMNS_MIN_CANDIDATES = 128
 # The same for strategies that compute many quantities per agent (resource aware, predictive,
 # hybrid, the heuristic predictor): the arrays pay off sooner.
 COLUMNS_MIN_CANDIDATES_RICH = 24
+# Predictive and hybrid with a trained model: the model scores a batch either way, so the
+# arrays only replace the per-agent lateness, wait and weight loops, and pay off sooner still
+# (bench: hybrid over a 16-agent shortlist 508 -> 455 us).
+COLUMNS_MIN_CANDIDATES_MODEL = 8
 # Rows of a per-task-type matrix.
 TYPE_EWMA = 0
 TYPE_VARIANCE = 1

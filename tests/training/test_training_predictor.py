@@ -223,3 +223,34 @@ def test_shortlist_zero_scores_every_candidate(predictor: ModelPredictor) -> Non
     balancer = _large_fleet(counting, shortlist=0)  # type: ignore[arg-type]
     result = balancer.select(TaskRequest("video_analysis"), "hybrid")
     assert counting.rows[-1] == 40 and "model scored" not in result.selection_reason
+
+
+@pytest.mark.parametrize("strategy", ["hybrid", "predictive"])
+def test_with_a_model_the_column_path_decides_as_the_per_agent_path(
+    predictor: ModelPredictor, strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a trained model, predictive and hybrid score through the column arrays from
+    COLUMNS_MIN_CANDIDATES_MODEL candidates on (the shortlist of a large fleet takes this path):
+    same pick, scores and predictions as agent by agent."""
+    from agentlb.domain import COLUMNS_MIN_CANDIDATES_MODEL, COLUMNS_MIN_CANDIDATES_RICH
+    from agentlb.predictor.heuristic import HeuristicPredictor
+    from agentlb.strategies import build_strategies
+
+    heuristic = build_strategies(PredictorRef(HeuristicPredictor()))[strategy]
+    assert heuristic.columns_from == COLUMNS_MIN_CANDIDATES_RICH
+    balancer = _large_fleet(predictor, shortlist=12)
+    chosen = balancer.strategies[strategy]
+    assert chosen.columns_from == COLUMNS_MIN_CANDIDATES_MODEL
+    for _ in range(30):  # work in flight, so waits and loads differ between agents
+        balancer.select(TaskRequest("video_analysis"), "round_robin")
+    task = TaskRequest("video_analysis", requirements={"input_tokens": 900})
+    snapshot = balancer.tracker.snapshot()
+    pool = balancer.candidates(task, snapshot, None, chosen.queue_aware, True)
+    pool = balancer._shortlist_for_model(task, pool, snapshot, 1)
+    assert COLUMNS_MIN_CANDIDATES_MODEL <= len(pool.states) == 12 < COLUMNS_MIN_CANDIDATES_RICH
+    columns = chosen.decide(task, pool.states, snapshot)
+    monkeypatch.setattr(type(chosen), "columns_from", 10_000)  # the per-agent path
+    by_agent = chosen.decide(task, list(pool.states), snapshot)
+    assert columns.chosen == by_agent.chosen
+    assert dict(columns.scores) == dict(by_agent.scores)
+    assert dict(columns.predictions) == dict(by_agent.predictions)

@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from agentlb.domain import (
+    COLUMNS_MIN_CANDIDATES_MODEL,
     COLUMNS_MIN_CANDIDATES_RICH,
     AgentState,
     ArrayMapping,
@@ -43,7 +44,14 @@ class Predictive(Strategy):
     name = "predictive"
     short_name = "ml"
     uses_predictor = True
-    columns_from = COLUMNS_MIN_CANDIDATES_RICH
+
+    @property
+    def columns_from(self) -> int:  # type: ignore[override]
+        """Score through the column arrays from this many candidates on (same results): sooner
+        with a trained model, whose batch costs the same on either path."""
+        if isinstance(self.predictor.current, HeuristicPredictor):
+            return COLUMNS_MIN_CANDIDATES_RICH
+        return COLUMNS_MIN_CANDIDATES_MODEL
 
     @property
     def queue_aware(self) -> bool:  # type: ignore[override]
@@ -186,7 +194,11 @@ class Hybrid(Strategy):
     name = "hybrid"
     short_name = "hybrid"
     uses_predictor = True
-    columns_from = COLUMNS_MIN_CANDIDATES_RICH
+
+    @property
+    def columns_from(self) -> int:  # type: ignore[override]
+        """As the predictive component's (the predictor decides where the arrays pay off)."""
+        return self.predictive_.columns_from
 
     @property
     def queue_aware(self) -> bool:  # type: ignore[override]
