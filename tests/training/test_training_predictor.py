@@ -254,3 +254,26 @@ def test_with_a_model_the_column_path_decides_as_the_per_agent_path(
     assert columns.chosen == by_agent.chosen
     assert dict(columns.scores) == dict(by_agent.scores)
     assert dict(columns.predictions) == dict(by_agent.predictions)
+
+
+def test_predict_through_the_c_api_equals_booster_predict(
+    predictor: ModelPredictor, history: pd.DataFrame
+) -> None:
+    from agentlb.predictor.model import BoosterPredict
+
+    matrix = np.ascontiguousarray(predictor.spec.encode_frame(history.head(64)), dtype=np.float64)
+    for booster in (predictor.p50_booster, predictor.p90_booster):
+        fast = BoosterPredict(booster)
+        assert fast._predict_for_mat is not None  # the C API path, not the fallback
+        expected = booster.predict(matrix, num_threads=1)
+        assert np.array_equal(fast(matrix), expected)
+        assert np.array_equal(fast(matrix[:1].copy()), expected[:1])
+        assert np.array_equal(fast(np.asfortranarray(matrix)), expected)  # other layouts: Booster.predict
+        saved = booster.best_iteration
+        try:  # a best iteration limits the trees, as it does for Booster.predict
+            booster.best_iteration = 3
+            limited = booster.predict(matrix, num_threads=1)
+            assert not np.array_equal(limited, expected)
+            assert np.array_equal(fast(matrix), limited)
+        finally:
+            booster.best_iteration = saved
