@@ -308,12 +308,12 @@ class Balancer:
                     f"all {n_capable} capable agents are ejected and panic mode is off"
                 )
         if queue_aware:
-            positions = np.flatnonzero(healthy)
+            positions = healthy.nonzero()[0]
         else:
-            positions = np.flatnonzero(healthy & (values[COL_ACTIVE] < static.max_concurrency))
+            positions = (healthy & (values[COL_ACTIVE] < static.max_concurrency)).nonzero()[0]
             if not len(positions):
                 notes.append(f"all {n_healthy} candidate agents at capacity, choosing among all")
-                positions = np.flatnonzero(healthy)
+                positions = healthy.nonzero()[0]
         agents = snapshot.agents
         if len(positions) == len(agents):
             states: Sequence[AgentState] = agents

@@ -216,8 +216,8 @@ def completion_arrays(
     service_p50 = np.asarray(service.p50_s, dtype=np.float64)
     service_p90 = np.asarray(service.p90_s, dtype=np.float64)
     now = snapshot.now
-    late = np.flatnonzero(view.row(COL_LATE_AT) <= now)
-    full = np.flatnonzero(view.active >= view.max_concurrency)
+    late = (view.row(COL_LATE_AT) <= now).nonzero()[0]  # 1-D: flatnonzero without its wrapper
+    full = (view.active >= view.max_concurrency).nonzero()[0]
     if late.size:
         lateness = np.ones(view.n)
         for i in late.tolist():

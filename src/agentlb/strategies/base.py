@@ -76,7 +76,7 @@ class Strategy(ABC):
             ids = view if isinstance(view, list) else view.ids
             chosen = self.argmax(dict(zip(ids, values.tolist(), strict=True)))
             return ids.index(chosen)
-        tied = np.flatnonzero(values == best)
+        tied = (values == best).nonzero()[0]
         if len(tied) == 1:
             return int(tied[0])
         return int(self.rng_.choice(tied.tolist()))
