@@ -55,7 +55,7 @@ def serve(home: Path, port: int, expiry_s: float = IN_FLIGHT_EXPIRY_S) -> None:
     import uvicorn
     from fastapi import FastAPI
 
-    from agentlb.api import create_app
+    from agentlb.api import create_app, tune_gc
     from agentlb.observability import configure_logging
     from agentlb.settings import load_settings
 
@@ -74,6 +74,7 @@ def serve(home: Path, port: int, expiry_s: float = IN_FLIGHT_EXPIRY_S) -> None:
     async def bare(body: SelectAgentRequest, _: ClientDep) -> dict[str, Any]:
         return constant
 
+    tune_gc()  # as `agentlb serve` does
     uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning", backlog=4096)
 
 

@@ -182,3 +182,23 @@ def test_bootstrap_registers_the_demo_fleet_once(tmp_path: Path, monkeypatch: py
     second = CliRunner().invoke(cli_app, ["bootstrap"])
     assert second.exit_code == 0
     assert "registry not empty" in second.output
+
+
+def test_serving_process_freezes_its_start_up_heap_and_collects_less_often() -> None:
+    """`agentlb serve` and the load test call tune_gc once the app is built (in a child
+    process here: freezing the test process's heap would keep every later test's garbage)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc\n"
+        "from agentlb.api import create_app, tune_gc\n"
+        "from agentlb.api.app import GC_THRESHOLDS\n"
+        "create_app()\n"
+        "assert gc.get_freeze_count() == 0\n"
+        "tune_gc()\n"
+        "assert gc.get_threshold() == GC_THRESHOLDS, gc.get_threshold()\n"
+        "assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -1,5 +1,5 @@
 """The selection API (FastAPI): `create_app(settings)`."""
 
-from agentlb.api.app import create_app
+from agentlb.api.app import create_app, tune_gc
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "tune_gc"]

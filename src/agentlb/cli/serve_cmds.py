@@ -85,10 +85,12 @@ def register(app: typer.Typer) -> None:
         _raise_open_file_limit()
         import uvicorn
 
-        from agentlb.api import create_app
+        from agentlb.api import create_app, tune_gc
 
+        app = create_app(settings)
+        tune_gc()
         uvicorn.run(
-            create_app(settings),
+            app,
             host=host,
             port=port,
             log_level=settings.log_level.lower(),
