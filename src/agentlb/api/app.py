@@ -125,7 +125,7 @@ class AgentLBApp(FastAPI):
     exception handlers answer its errors) as the documented route, which still serves it when
     `fast_select` is off (create_app turns it off when CORS middleware is configured, since
     that adds headers to responses). Skipped: seven middleware layers, the router's path
-    matching and FastAPI's per-request bookkeeping, about a tenth of a select request's CPU
+    matching and FastAPI's per-request bookkeeping: a quarter of a select request's CPU
     (docs/benchmarks.md)."""
 
     fast_select = True
