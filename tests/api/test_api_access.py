@@ -185,3 +185,44 @@ def test_select_with_cors_configured_carries_cors_headers(sqlite_factory: Client
     )
     assert response.status_code == 200, response.text
     assert response.headers["access-control-allow-origin"] == "https://ops.example"
+
+
+def test_select_fast_path_sends_nothing_to_a_client_that_left_mid_body(sqlite_factory: ClientFactory) -> None:
+    """A client that disconnects before its body is complete gets no answer and selects
+    nothing (the fast path reads the body itself)."""
+    import asyncio
+
+    client = sqlite_factory.start()
+    for agent in FLEET:
+        client.post("/load-balancing/agents", json=agent)
+    app = client.app
+    incoming = [
+        {"type": "http.request", "body": b'{"task_type": "vid', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/load-balancing/select-agent",
+        "raw_path": b"/load-balancing/select-agent",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent == [] and not incoming
+    statistics = client.get("/load-balancing/statistics").json()
+    assert sum(statistics["strategy_distribution"].values()) == 0, statistics
