@@ -380,6 +380,12 @@ class Balancer:
             self.stats.panics += int(pool.panic)
         return result
 
+    def model_rows(self, candidates: int, top_k: int) -> int:
+        """How many of `candidates` a trained model scores: the `model_shortlist` (at least
+        top_k + 1), or every one when the shortlist is 0 or not smaller."""
+        size = self.config.model_shortlist
+        return candidates if size <= 0 else min(candidates, max(size, top_k + 1))
+
     def _shortlist_for_model(
         self, task: TaskRequest, pool: _Candidates, snapshot: FleetSnapshot, top_k: int
     ) -> _Candidates:
@@ -387,12 +393,11 @@ class Balancer:
         candidates (at least top_k + 1) with the earliest completion by the heuristic
         predictor (queueing included), the power-of-d-choices idea with a cheap first cut.
         Scoring a row costs the model's trees; the heuristic is array arithmetic."""
-        size = self.config.model_shortlist
         states = pool.states
-        if size <= 0 or isinstance(self.predictor.current, HeuristicPredictor):
+        if isinstance(self.predictor.current, HeuristicPredictor):
             return pool
-        size = max(size, top_k + 1)
-        if len(states) <= size:
+        size = self.model_rows(len(states), top_k)
+        if size >= len(states):
             return pool
         completion = completion_arrays(task, states, snapshot, _HEURISTIC).p50_s
         keep = np.sort(np.argpartition(completion, size - 1)[:size])

@@ -454,12 +454,28 @@ LATENESS_WINDOW = 16
 TREND_CODES = {WorkloadTrend.DECREASING: -1.0, WorkloadTrend.STABLE: 0.0, WorkloadTrend.INCREASING: 1.0}
 
 
+def running_by_type(state: AgentState) -> dict[str, list[tuple[float, float]]]:
+    """(dispatched_at, predicted service) of the agent's oldest `LATENESS_WINDOW` running tasks
+    that carry a prediction, by task type: what lateness reads (the screen in `late_at`, the
+    exact check in predictor.base.lateness_factor). Kept on the state, which is immutable and
+    rebuilt when the agent's work changes."""
+    cached: dict[str, list[tuple[float, float]]] | None = state.__dict__.get("_running_by_type")
+    if cached is None:
+        cached = {}
+        for entry in state.in_flight[: min(state.agent.max_concurrency, LATENESS_WINDOW)]:
+            if entry.predicted_service_s:
+                running = cached.setdefault(entry.task_type, [])
+                running.append((entry.dispatched_at, entry.predicted_service_s))
+        state.__dict__["_running_by_type"] = cached
+    return cached
+
+
 def late_at(state: AgentState) -> float:
     """When the first of the agent's running tasks could pass the lateness threshold."""
     earliest = math.inf
-    for entry in state.in_flight[: min(state.agent.max_concurrency, LATENESS_WINDOW)]:
-        if entry.predicted_service_s:
-            earliest = min(earliest, entry.dispatched_at + LATE_SCREEN * entry.predicted_service_s)
+    for running in running_by_type(state).values():
+        for dispatched_at, predicted in running:
+            earliest = min(earliest, dispatched_at + LATE_SCREEN * predicted)
     return earliest
 
 

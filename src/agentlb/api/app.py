@@ -53,6 +53,10 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def _body_too_large(max_bytes: int) -> StarletteHTTPException:
+    return StarletteHTTPException(413, f"request body larger than {max_bytes} bytes")
+
+
 def _too_large(scope: Scope, max_bytes: int) -> StarletteHTTPException | None:
     """The 413 for a request whose Content-Length is above `max_bytes`."""
     for name, value in scope["headers"]:
@@ -62,7 +66,7 @@ def _too_large(scope: Scope, max_bytes: int) -> StarletteHTTPException | None:
             except ValueError:
                 declared = 0
             if declared > max_bytes:
-                return StarletteHTTPException(413, f"request body larger than {max_bytes} bytes")
+                return _body_too_large(max_bytes)
     return None
 
 
@@ -91,7 +95,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise StarletteHTTPException(413, f"request body larger than {limit} bytes")
+                    raise _body_too_large(limit)
             return message
 
         await self.app(scope, limited, send)
@@ -111,7 +115,7 @@ async def _read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes | 
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
-            raise StarletteHTTPException(413, f"request body larger than {max_bytes} bytes")
+            raise _body_too_large(max_bytes)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

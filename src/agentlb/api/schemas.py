@@ -15,8 +15,6 @@ from agentlb.domain import (
     Agent,
     AgentLoadMetrics,
     AttributeValue,
-    PredictedCompletion,
-    RankedAgent,
     SelectionResult,
 )
 from agentlb.features import RESERVED_COLUMNS
@@ -110,22 +108,27 @@ class LoadMetricsPublic(_Public):
 
     @classmethod
     def of(cls, metrics: AgentLoadMetrics) -> LoadMetricsPublic:
-        return cls(
-            agent_id=metrics.agent_id,
-            agent_name=metrics.agent_name,
-            active_tasks=metrics.active_tasks,
-            completed_tasks=metrics.completed_tasks,
-            failed_tasks=metrics.failed_tasks,
-            avg_task_duration=metrics.avg_task_duration,
-            success_rate=metrics.success_rate,
-            cpu_usage=metrics.cpu_usage,
-            memory_usage=metrics.memory_usage,
-            load_score=metrics.load_score,
-            capacity_score=metrics.capacity_score,
-            predicted_completion_time=metrics.predicted_completion_time,
-            workload_trend=metrics.workload_trend,
-            specialization_score=dict(metrics.specialization_score),
-        )
+        return cls(**_load_metrics_fields(metrics))
+
+
+def _load_metrics_fields(m: AgentLoadMetrics) -> dict[str, Any]:
+    """LoadMetricsPublic's fields as plain Python values (also written straight to JSON)."""
+    return {
+        "agent_id": m.agent_id,
+        "agent_name": m.agent_name,
+        "active_tasks": int(m.active_tasks),
+        "completed_tasks": int(m.completed_tasks),
+        "failed_tasks": int(m.failed_tasks),
+        "avg_task_duration": float(m.avg_task_duration),
+        "success_rate": float(m.success_rate),
+        "cpu_usage": float(m.cpu_usage),
+        "memory_usage": float(m.memory_usage),
+        "load_score": float(m.load_score),
+        "capacity_score": float(m.capacity_score),
+        "predicted_completion_time": float(m.predicted_completion_time),
+        "workload_trend": m.workload_trend,
+        "specialization_score": {str(k): float(v) for k, v in m.specialization_score.items()},
+    }
 
 
 class RankedAgentPublic(_Public):
@@ -134,16 +137,6 @@ class RankedAgentPublic(_Public):
     score: float
     predicted_p50_s: float | None = None
     predicted_p90_s: float | None = None
-
-    @classmethod
-    def of(cls, ranked: RankedAgent) -> RankedAgentPublic:
-        return cls(
-            agent_id=ranked.agent_id,
-            agent_name=ranked.agent_name,
-            score=ranked.score,
-            predicted_p50_s=ranked.predicted_p50_s,
-            predicted_p90_s=ranked.predicted_p90_s,
-        )
 
 
 class PredictedCompletionPublic(_Public):
@@ -154,12 +147,6 @@ class PredictedCompletionPublic(_Public):
     service_p50: float
     service_p90: float
     wait: float
-
-    @classmethod
-    def of(cls, p: PredictedCompletion) -> PredictedCompletionPublic:
-        return cls(
-            p50=p.p50_s, p90=p.p90_s, service_p50=p.service_p50_s, service_p90=p.service_p90_s, wait=p.wait_s
-        )
 
 
 class SelectAgentResponse(BaseModel):
@@ -176,81 +163,51 @@ class SelectAgentResponse(BaseModel):
     predicted_completion_s: PredictedCompletionPublic | None
     model_version: str | None
 
+    @staticmethod
+    def fields_of(r: SelectionResult) -> dict[str, Any]:
+        """The response's fields as plain Python values, nested models as dicts."""
+        p = r.predicted_completion
+        return {
+            "selected_agent_id": r.selected_agent.id,
+            "selected_agent_name": r.selected_agent.name,
+            "task_id": r.task_id,
+            "strategy_used": r.strategy_used,
+            "confidence_score": float(r.confidence_score),
+            "selection_reason": r.selection_reason,
+            "load_metrics": _load_metrics_fields(r.load_metrics),
+            "alternative_agents": [
+                {
+                    "agent_id": a.agent_id,
+                    "agent_name": a.agent_name,
+                    "score": float(a.score),
+                    "predicted_p50_s": None if a.predicted_p50_s is None else float(a.predicted_p50_s),
+                    "predicted_p90_s": None if a.predicted_p90_s is None else float(a.predicted_p90_s),
+                }
+                for a in r.alternative_agents
+            ],
+            "fallback_used": bool(r.fallback_used),
+            "panic": bool(r.panic),
+            "predicted_completion_s": None
+            if p is None
+            else {
+                "p50": float(p.p50_s),
+                "p90": float(p.p90_s),
+                "service_p50": float(p.service_p50_s),
+                "service_p90": float(p.service_p90_s),
+                "wait": float(p.wait_s),
+            },
+            "model_version": r.model_version,
+        }
+
     @classmethod
     def of(cls, r: SelectionResult) -> SelectAgentResponse:
-        return cls(
-            selected_agent_id=r.selected_agent.id,
-            selected_agent_name=r.selected_agent.name,
-            task_id=r.task_id,
-            strategy_used=r.strategy_used,
-            confidence_score=r.confidence_score,
-            selection_reason=r.selection_reason,
-            load_metrics=LoadMetricsPublic.of(r.load_metrics),
-            alternative_agents=[RankedAgentPublic.of(a) for a in r.alternative_agents],
-            fallback_used=r.fallback_used,
-            panic=r.panic,
-            predicted_completion_s=(
-                PredictedCompletionPublic.of(r.predicted_completion) if r.predicted_completion else None
-            ),
-            model_version=r.model_version,
-        )
+        return cls.model_validate(cls.fields_of(r))
 
-    @staticmethod
-    def json_of(r: SelectionResult) -> bytes:
-        """`of(r).model_dump_json()`, serialised straight from the result without building
-        and validating the models: the select-agent hot path, at a third of the cost. A test
-        holds the two byte for byte equal."""
-        m = r.load_metrics
-        p = r.predicted_completion
-        return to_json(
-            {
-                "selected_agent_id": r.selected_agent.id,
-                "selected_agent_name": r.selected_agent.name,
-                "task_id": r.task_id,
-                "strategy_used": r.strategy_used,
-                "confidence_score": float(r.confidence_score),
-                "selection_reason": r.selection_reason,
-                "load_metrics": {
-                    "agent_id": m.agent_id,
-                    "agent_name": m.agent_name,
-                    "active_tasks": int(m.active_tasks),
-                    "completed_tasks": int(m.completed_tasks),
-                    "failed_tasks": int(m.failed_tasks),
-                    "avg_task_duration": float(m.avg_task_duration),
-                    "success_rate": float(m.success_rate),
-                    "cpu_usage": float(m.cpu_usage),
-                    "memory_usage": float(m.memory_usage),
-                    "load_score": float(m.load_score),
-                    "capacity_score": float(m.capacity_score),
-                    "predicted_completion_time": float(m.predicted_completion_time),
-                    "workload_trend": m.workload_trend,
-                    "specialization_score": {str(k): float(v) for k, v in m.specialization_score.items()},
-                },
-                "alternative_agents": [
-                    {
-                        "agent_id": a.agent_id,
-                        "agent_name": a.agent_name,
-                        "score": float(a.score),
-                        "predicted_p50_s": None if a.predicted_p50_s is None else float(a.predicted_p50_s),
-                        "predicted_p90_s": None if a.predicted_p90_s is None else float(a.predicted_p90_s),
-                    }
-                    for a in r.alternative_agents
-                ],
-                "fallback_used": bool(r.fallback_used),
-                "panic": bool(r.panic),
-                "predicted_completion_s": None
-                if p is None
-                else {
-                    "p50": float(p.p50_s),
-                    "p90": float(p.p90_s),
-                    "service_p50": float(p.service_p50_s),
-                    "service_p90": float(p.service_p90_s),
-                    "wait": float(p.wait_s),
-                },
-                "model_version": r.model_version,
-            },
-            inf_nan_mode="null",
-        )
+    @classmethod
+    def json_of(cls, r: SelectionResult) -> bytes:
+        """`of(r).model_dump_json()` without building and validating the models: the
+        select-agent hot path, at a third of the cost. A test holds the two byte for byte equal."""
+        return to_json(cls.fields_of(r), inf_nan_mode="null")
 
 
 # --- outcomes --------------------------------------------------------------------------------

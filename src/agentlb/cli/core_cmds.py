@@ -166,9 +166,7 @@ def model_overhead(n_agents: int, iterations: int, seed: int = 0) -> dict[str, A
     candidates = list(snapshot.agents)
     matrix = model.spec.encode_candidates(task, candidates, snapshot)
 
-    # the rows the model really scores: the shortlist (top_k=1 in `measure`), or every candidate
-    shortlist = balancer.config.model_shortlist
-    scored = len(candidates) if shortlist <= 0 else min(len(candidates), max(shortlist, 2))
+    scored = balancer.model_rows(len(candidates), top_k=1)  # top_k as in `measure`
 
     def raw_predict(rows: np.ndarray) -> None:
         model.p50_booster.predict(rows, num_threads=1)

@@ -13,13 +13,13 @@ import numpy as np
 from agentlb.domain import (
     COL_LATE_AT,
     COLUMNS_MIN_CANDIDATES_RICH,
-    LATENESS_WINDOW,
     AgentState,
     FleetSnapshot,
     PredictedCompletion,
     PredictionMapping,
     TaskRequest,
     candidate_view,
+    running_by_type,
 )
 
 # A task running past its prediction still has this share of it left (never zero).
@@ -98,26 +98,11 @@ def lateness_factor(state: AgentState, now: float, task_type: str) -> float:
     mispredicted type does not taint the others. Only the oldest `LATENESS_WINDOW` running
     tasks are read (the longest-running, so the first to show an overrun), which bounds the
     cost on agents with very many slots."""
-    running = _running_by_type(state).get(task_type)
+    running = running_by_type(state).get(task_type)
     if not running:
         return 1.0
     worst = max(1.0, max([(now - dispatched_at) / predicted for dispatched_at, predicted in running]))
     return min(worst, MAX_LATENESS) if worst >= LATENESS_THRESHOLD else 1.0
-
-
-def _running_by_type(state: AgentState) -> dict[str, list[tuple[float, float]]]:
-    """(dispatched_at, predicted service) of the oldest running tasks with a prediction, by
-    task type; kept on the state, which is immutable and rebuilt when the agent's work changes."""
-    cached: dict[str, list[tuple[float, float]]] | None = state.__dict__.get("_running_by_type")
-    if cached is None:
-        cached = {}
-        for entry in state.in_flight[: min(state.agent.max_concurrency, LATENESS_WINDOW)]:
-            if entry.predicted_service_s:
-                cached.setdefault(entry.task_type, []).append(
-                    (entry.dispatched_at, entry.predicted_service_s)
-                )
-        state.__dict__["_running_by_type"] = cached
-    return cached
 
 
 # Queued tasks played forward exactly on the slots; past this many, the fluid drain time
