@@ -458,7 +458,12 @@ def running_by_type(state: AgentState) -> dict[str, list[tuple[float, float]]]:
     """(dispatched_at, predicted service) of the agent's oldest `LATENESS_WINDOW` running tasks
     that carry a prediction, by task type: what lateness reads (the screen in `late_at`, the
     exact check in predictor.base.lateness_factor). Kept on the state, which is immutable and
-    rebuilt when the agent's work changes."""
+    rebuilt when the agent's work changes.
+
+    Only the tasks no other task dominates are kept: one dispatched no later with a prediction
+    no longer is at least as overdue at any instant after both started, and comes due no later,
+    so dropping the dominated task changes neither the lateness nor the screen. Tasks of one
+    type mostly share a prediction, which leaves the oldest alone."""
     cached: dict[str, list[tuple[float, float]]] | None = state.__dict__.get("_running_by_type")
     if cached is None:
         cached = {}
@@ -466,8 +471,22 @@ def running_by_type(state: AgentState) -> dict[str, list[tuple[float, float]]]:
             if entry.predicted_service_s:
                 running = cached.setdefault(entry.task_type, [])
                 running.append((entry.dispatched_at, entry.predicted_service_s))
+        for task_type, running in cached.items():
+            if len(running) > 1:
+                cached[task_type] = _undominated(running)
         state.__dict__["_running_by_type"] = cached
     return cached
+
+
+def _undominated(running: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (dispatched_at, predicted) pairs with no other pair earlier-or-equal in both."""
+    kept: list[tuple[float, float]] = []
+    shortest = math.inf
+    for dispatched_at, predicted in sorted(running):
+        if predicted < shortest:
+            kept.append((dispatched_at, predicted))
+            shortest = predicted
+    return kept
 
 
 def late_at(state: AgentState) -> float:

@@ -98,11 +98,16 @@ def lateness_factor(state: AgentState, now: float, task_type: str) -> float:
     mispredicted type does not taint the others. Only the oldest `LATENESS_WINDOW` running
     tasks are read (the longest-running, so the first to show an overrun), which bounds the
     cost on agents with very many slots."""
+    memo: tuple[float, str, float] | None = state.__dict__.get("_lateness")
+    if memo is not None and memo[0] == now and memo[1] == task_type:
+        return memo[2]  # the shortlist's first cut priced it for this snapshot already
     running = running_by_type(state).get(task_type)
     if not running:
         return 1.0
     worst = max(1.0, max([(now - dispatched_at) / predicted for dispatched_at, predicted in running]))
-    return min(worst, MAX_LATENESS) if worst >= LATENESS_THRESHOLD else 1.0
+    factor = min(worst, MAX_LATENESS) if worst >= LATENESS_THRESHOLD else 1.0
+    state.__dict__["_lateness"] = (now, task_type, factor)
+    return factor
 
 
 # Queued tasks played forward exactly on the slots; past this many, the fluid drain time
