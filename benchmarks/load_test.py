@@ -137,6 +137,22 @@ def start_server(home: Path, port: int, expiry_s: float = IN_FLIGHT_EXPIRY_S) ->
     raise SystemExit("server did not start within 60 s")
 
 
+def wait_for_evaluator(base: str, timeout_s: float = 120.0) -> str:
+    """The model's evaluator once the service has compiled it (`compiled`), or what still
+    serves after `timeout_s` (`lightgbm` when compiling failed or is off)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    evaluator = "lightgbm"
+    while time.monotonic() < deadline:
+        answer = httpx.get(f"{base}/load-balancing/model", timeout=10).json()
+        evaluator = str(answer["predictor"].get("evaluator"))
+        if evaluator != "lightgbm":
+            break
+        time.sleep(0.5)
+    return evaluator
+
+
 def warm(base: str, n: int) -> None:
     """Real outcomes so EWMAs, success rates and the heuristic's predictions are non-trivial."""
     import random
@@ -160,8 +176,9 @@ def warm(base: str, n: int) -> None:
 
 
 # --- in-process breakdown --------------------------------------------------------------------
-def breakdown(n_agents: int, iterations: int = 500) -> dict[str, float]:
-    """Median microseconds of each stage of one selection, in-process (no HTTP)."""
+def breakdown(n_agents: int, model: Path | None = None, iterations: int = 500) -> dict[str, float]:
+    """Median microseconds of each stage of one selection, in-process (no HTTP); with `model`,
+    the service loads that bundle as its champion."""
     import logging
     import random
 
@@ -172,6 +189,8 @@ def breakdown(n_agents: int, iterations: int = 500) -> dict[str, float]:
     from agentlb.settings import load_settings
 
     home = Path(tempfile.mkdtemp(prefix="agentlb-breakdown-"))
+    if model is not None:
+        shutil.copytree(model.resolve(), home / "models" / "champion")
     service = AgentLBService.open(load_settings(home=home, model_poll_interval_s=0))
     try:
         for i in range(n_agents):
@@ -385,8 +404,11 @@ def main() -> int:
     if args.serve:
         serve(args.home, args.serve, args.expiry)
         return 0
+    if args.model is not None and not (args.model / "bundle.json").exists():
+        print(f"--model {args.model}: no bundle.json there (run agentlb train first)", file=sys.stderr)
+        return 2
     if args.breakdown:
-        for stage, micros in breakdown(args.agents).items():
+        for stage, micros in breakdown(args.agents, args.model).items():
             print(f"{stage:<30}{micros:8.0f} µs")
         return 0
     if shutil.which("wrk") is None:
@@ -395,15 +417,13 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="agentlb-load-"))
     prepare_home(home, args.agents)
     if args.model is not None:
-        if not (args.model / "bundle.json").exists():
-            print(f"--model {args.model}: no bundle.json there (run agentlb train first)", file=sys.stderr)
-            return 2
         shutil.copytree(args.model.resolve(), home / "models" / "champion")
     port = free_port()
     server = start_server(home, port, args.expiry)
     base = f"http://127.0.0.1:{port}"
     try:
         warm(base, args.warm)
+        evaluator = wait_for_evaluator(base) if args.model is not None else "heuristic"
         script = wrk_script(home, args.strategy)
         select_url, bare_url = f"{base}/load-balancing/select-agent", f"{base}/bench/bare"
         run_wrk(select_url, args.connections, 2, script, server.pid)  # warm-up, discarded
@@ -428,6 +448,7 @@ def main() -> int:
         "agents": args.agents,
         "strategy": args.strategy,
         "predictor": "model" if args.model is not None else "heuristic",
+        "evaluator": evaluator,
         "in_flight_expiry_s": args.expiry,
         "connections": args.connections,
         "duration_s": args.duration,
@@ -456,8 +477,9 @@ def main() -> int:
         print(json.dumps(record, indent=2))
         return 0
     runs_label = f"{args.repeats} x {args.duration} s (medians)"
+    predictor = f"model ({evaluator})" if args.model else "heuristic"
     print(
-        f"{args.agents} agents, {args.strategy}, {'model' if args.model else 'heuristic'}, "
+        f"{args.agents} agents, {args.strategy}, {predictor}, "
         f"{args.connections} connections, {runs_label}, in-flight expiry {args.expiry:g} s"
     )
     print(

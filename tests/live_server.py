@@ -27,7 +27,9 @@ def free_port() -> int:
 def server_env(home: Path, **overrides: str) -> dict[str, str]:
     """The test's environment without any AGENTLB_ setting of the caller's, pointed at `home`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLB_")}
-    env.update({"AGENTLB_HOME": str(home), "AGENTLB_MODEL_POLL_INTERVAL_S": "0"})
+    env.update(
+        {"AGENTLB_HOME": str(home), "AGENTLB_MODEL_POLL_INTERVAL_S": "0", "AGENTLB_MODEL_COMPILE": "false"}
+    )
     env.update(overrides)
     return env
 

@@ -179,6 +179,7 @@ class AgentLBService:
         self._failures_lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._dispatch_paused_until = float("-inf")
+        self.compile_thread: threading.Thread | None = None  # the latest model compile, if any
         # Hot writes (dispatches, outcomes) go through one writer thread that commits them in
         # batches (group commit): one transaction per batch instead of per request, and no
         # SQLite writers colliding in its busy handler (sleeps of up to 100 ms per try).
@@ -224,7 +225,31 @@ class AgentLBService:
         )
         if ref.fallback_reason is None:
             service._record_deployment(ref.current, settings.model_uri or "")
+            service.compile_in_background(ref.current)
         return service
+
+    def compile_in_background(self, predictor: Predictor) -> threading.Thread | None:
+        """Compile a loaded model to native code off the request path (`ModelPredictor.compile`,
+        when `model_compile` is on); the thread, or None when there is nothing to compile."""
+        from agentlb.predictor.model import ModelPredictor
+
+        if not self.settings.model_compile or not isinstance(predictor, ModelPredictor):
+            return None
+
+        def run() -> None:
+            try:
+                seconds = predictor.compile(self.settings.compiled_dir)
+            except Exception as exc:  # any failure leaves LightGBM serving, visibly
+                log_event(
+                    log, "model_compile_failed", logging.WARNING, version=predictor.version, reason=str(exc)
+                )
+                return
+            log_event(log, "model_compiled", version=predictor.version, seconds=round(seconds, 3))
+
+        thread = threading.Thread(target=run, name=f"agentlb-compile-{predictor.version}", daemon=True)
+        thread.start()
+        self.compile_thread = thread
+        return thread
 
     def close(self) -> None:
         self.writer.close()
@@ -463,6 +488,7 @@ class AgentLBService:
             predictor = _load_model(self.settings)
             self.predictor.swap(predictor)
             self._record_deployment(predictor, self.settings.model_uri or "")
+        self.compile_in_background(predictor)
         description = predictor.describe()
         log_event(log, "model_reloaded", version=predictor.version, source=predictor.source)
         return description

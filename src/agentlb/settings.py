@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     )
 
     model_poll_interval_s: float = Field(default=30.0, ge=0)
+    model_compile: bool = Field(
+        default=True,
+        description="Compile a loaded model's trees to native code (lleaves) in a background thread "
+        "and serve from it once checked against LightGBM; LightGBM answers until then.",
+    )
     drift_window_s: float = Field(default=86_400.0, gt=0)
     drift_min_samples: int = Field(default=200, ge=1)
     drift_mae_tolerance: float = Field(default=0.25, ge=0)
@@ -131,6 +136,11 @@ class Settings(BaseSettings):
     @property
     def var_dir(self) -> Path:
         return self.home / "var"
+
+    @property
+    def compiled_dir(self) -> Path:
+        """Cache of compiled models (object code keyed by model, CPU and compiler)."""
+        return self.var_dir / "compiled"
 
     @property
     def models_dir(self) -> Path:

@@ -97,3 +97,27 @@ def test_poll_picks_up_a_new_bundle_and_a_restart_loads_it(sqlite_factory: Clien
     sqlite_factory.stop(client)
     restarted = sqlite_factory.start()
     assert restarted.get("/load-balancing/health").json()["predictor"]["version"] == model.version
+
+
+def test_reloaded_model_is_compiled_off_the_request_path(sqlite_factory: ClientFactory) -> None:
+    client = sqlite_factory.start(model_compile=True)
+    for agent in AGENTS:
+        client.post("/load-balancing/agents", json=agent)
+    generate_history(client, 120)
+    service = client.app.state.service  # type: ignore[attr-defined]
+    model = fit_predictor(service.store.history_frame(), seed=1)
+    export_bundle(service.settings.models_dir, model.p50_booster, model.p90_booster, model.spec, "v9", {})
+
+    reloaded = client.post("/load-balancing/model/reload")
+    assert reloaded.status_code == 200, reloaded.text
+    assert reloaded.json()["predictor"]["version"] == "v9"
+    assert service.compile_thread is not None
+    service.compile_thread.join(120)
+    info = client.get("/load-balancing/model").json()["predictor"]
+    assert info["version"] == "v9" and info["evaluator"] == "compiled"
+    chosen = client.post(
+        "/load-balancing/select-agent",
+        json={"task_type": "large", "required_capabilities": ["work"], "strategy": "predictive"},
+    ).json()
+    assert chosen["model_version"] == "v9" and chosen["fallback_used"] is False
+    assert chosen["predicted_completion_s"]["p50"] > 0

@@ -7,7 +7,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -20,6 +20,9 @@ from agentlb.predictor.base import PredictorRef
 from agentlb.predictor.heuristic import HeuristicPredictor
 from agentlb.strategies import STRATEGY_NAMES
 from agentlb.tracker import AgentLoadTracker
+
+if TYPE_CHECKING:
+    from agentlb.predictor.model import ModelPredictor
 
 TASK_TYPES = ("video_analysis", "object_detection", "prompt_generation", "text_analysis")
 
@@ -73,8 +76,30 @@ def load_predictor(kind: str) -> PredictorRef:
     if kind == "model":
         from agentlb.predictor.model import load_champion
 
-        return PredictorRef(load_champion())
+        model = load_champion()
+        compile_as_served(model)
+        return PredictorRef(model)
     raise typer.BadParameter(f"--predictor must be heuristic or model, got {kind!r}")
+
+
+def compile_as_served(model: ModelPredictor) -> None:
+    """Compile the model as the service does once it has loaded it (`model_compile`), so the
+    bench measures the evaluator that serves; a failure is reported and LightGBM measured."""
+    from agentlb.errors import ModelLoadError
+    from agentlb.settings import load_settings
+
+    settings = load_settings()
+    if not settings.model_compile:
+        return
+    try:
+        model.compile(settings.compiled_dir)
+    except ModelLoadError as exc:
+        typer.echo(f"model not compiled, LightGBM measured: {exc}", err=True)
+
+
+def evaluator_of(ref: PredictorRef) -> str:
+    """`lightgbm` or `compiled` for a trained model, `heuristic` otherwise."""
+    return str(getattr(ref.current, "evaluator", "heuristic"))
 
 
 def register(app: typer.Typer) -> None:
@@ -111,6 +136,7 @@ def register(app: typer.Typer) -> None:
                         "strategy": name,
                         "agents": size,
                         "predictor": predictor,
+                        "evaluator": evaluator_of(ref),
                         "p50_us": round(p50, 1),
                         "p99_us": round(p99, 1),
                     }
@@ -118,7 +144,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(records, indent=2))
             return
-        table = Table(title=f"selection latency (µs), predictor={predictor}")
+        table = Table(title=f"selection latency (µs), predictor={predictor} ({evaluator_of(ref)})")
         for column in ("strategy", "agents", "p50_us", "p99_us"):
             table.add_column(column, justify="right")
         for r in records:
@@ -137,8 +163,9 @@ def _median_us(run: Callable[[], object], repeats: int) -> float:
 
 def model_overhead(n_agents: int, iterations: int, seed: int = 0) -> dict[str, Any]:
     """Hybrid selection with a LightGBM predictor fitted in memory on the bench fleet's own
-    dispatches, against the raw `Booster.predict` of the rows the model scores (the
-    shortlist in a large fleet) and of every candidate row."""
+    dispatches (compiled as the service serves it), against the raw `Booster.predict` of the
+    rows the model scores (the shortlist in a large fleet) and of every candidate row, and
+    against the serving evaluator's own prediction of the scored rows."""
     import pandas as pd
 
     from agentlb.training.quick import fit_predictor
@@ -160,6 +187,7 @@ def model_overhead(n_agents: int, iterations: int, seed: int = 0) -> dict[str, A
         row["arrival_time"] = 1_000_000.0 + i
         rows.append(row)
     model = fit_predictor(pd.DataFrame(rows), seed)
+    compile_as_served(model)
     ref.swap(model)
     snapshot = balancer.tracker.snapshot()
     task = TaskRequest(task_type=TASK_TYPES[0], requirements={"complexity": "high", "tokens": 512})
@@ -172,8 +200,13 @@ def model_overhead(n_agents: int, iterations: int, seed: int = 0) -> dict[str, A
         model.p50_booster.predict(rows, num_threads=1)
         model.p90_booster.predict(rows, num_threads=1)
 
+    def served_predict(rows: np.ndarray) -> None:
+        model.predict_matrix(rows)
+
     raw_all_us = _median_us(lambda: raw_predict(matrix), 300)
     raw_us = _median_us(lambda: raw_predict(matrix[:scored]), 300)
+    shortlist = np.ascontiguousarray(matrix[:scored])
+    served_us = _median_us(lambda: served_predict(shortlist), 300)
     encode_us = _median_us(lambda: model.spec.encode_candidates(task, candidates, snapshot), 300)
     p50, p99 = measure(balancer, "hybrid", iterations)
     return {
@@ -185,6 +218,9 @@ def model_overhead(n_agents: int, iterations: int, seed: int = 0) -> dict[str, A
         "hybrid_p50_us": round(p50, 1),
         "hybrid_p99_us": round(p99, 1),
         "beyond_raw_predict_pct": round(100.0 * (p50 - raw_us) / raw_us, 1),
+        "evaluator": model.evaluator,
+        "served_predict_us": round(served_us, 1),
+        "beyond_served_predict_pct": round(100.0 * (p50 - served_us) / served_us, 1),
     }
 
 

@@ -12,7 +12,7 @@ import ctypes
 import json
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +53,13 @@ def read_bundle_document(path: Path) -> dict[str, Any]:
     return document
 
 
+# LightGBM C API constants (c_api.h), passed by value
+_FLOAT64 = ctypes.c_int(1)  # C_API_DTYPE_FLOAT64
+_ROW_MAJOR = ctypes.c_int(1)
+_PREDICT_NORMAL = ctypes.c_int(0)  # C_API_PREDICT_NORMAL
+_START_ITERATION = ctypes.c_int(0)
+
+
 class BoosterPredict:
     """`booster.predict(matrix, num_threads=1)` for a float64 row-major matrix, through
     LightGBM's C API (`LGBM_BoosterPredictForMat`) as `Booster.predict` itself calls it, minus
@@ -66,6 +73,8 @@ class BoosterPredict:
     def __init__(self, booster: lgb.Booster) -> None:
         self.booster = booster
         self.n_features = booster.num_feature()
+        self._n_features = ctypes.c_int32(self.n_features)
+        self._parameters = ctypes.c_char_p(self.PARAMETERS)
         library = vars(lgb.basic).get("_LIB")
         self._predict_for_mat: Any = getattr(library, "LGBM_BoosterPredictForMat", None)
 
@@ -84,21 +93,24 @@ class BoosterPredict:
         written = ctypes.c_int64(0)
         status = call(
             self.booster._handle,
-            matrix.ctypes.data_as(ctypes.c_void_p),
-            ctypes.c_int(1),  # C_API_DTYPE_FLOAT64
+            ctypes.c_void_p(matrix.ctypes.data),
+            _FLOAT64,
             ctypes.c_int32(rows),
-            ctypes.c_int32(self.n_features),
-            ctypes.c_int(1),  # row major
-            ctypes.c_int(0),  # C_API_PREDICT_NORMAL
-            ctypes.c_int(0),  # start iteration
+            self._n_features,
+            _ROW_MAJOR,
+            _PREDICT_NORMAL,
+            _START_ITERATION,
             ctypes.c_int(self.booster.best_iteration),  # as Booster.predict: <= 0 means every tree
-            ctypes.c_char_p(self.PARAMETERS),
+            self._parameters,
             ctypes.byref(written),
-            out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+            ctypes.c_void_p(out.ctypes.data),  # double*: the function has no declared argtypes
         )
         if status != 0 or written.value != rows:
             return np.asarray(self.booster.predict(matrix, num_threads=1), dtype=np.float64)
         return out
+
+
+Forest = Callable[[np.ndarray], np.ndarray]  # raw predictions of one booster, per matrix row
 
 
 def _load_booster(path: Path) -> lgb.Booster:
@@ -139,8 +151,9 @@ class ModelPredictor:
                 )
         self.p50_booster = p50
         self.p90_booster = p90
-        self._p50 = BoosterPredict(p50)
-        self._p90 = BoosterPredict(p90)
+        # (p50, p90) evaluators, replaced together by `compile`; a prediction reads the pair once
+        self._forests: tuple[Forest, Forest] = (BoosterPredict(p50), BoosterPredict(p90))
+        self.evaluator = "lightgbm"
         self.p90_log_offset = float(p90_log_offset)  # split-conformal shift of the p90, in log seconds
         self.spec = spec
         self._version = version
@@ -231,8 +244,26 @@ class ModelPredictor:
     def _warm(self) -> None:
         """One prediction at load time, off the request path, so the first request is not slower."""
         row = np.full((1, len(self.spec.feature_names)), np.nan, dtype=np.float64)
-        self._p50(row)
-        self._p90(row)
+        for forest in self._forests:
+            forest(row)
+
+    def compile(self, cache_dir: Path) -> float:
+        """Evaluate both boosters as native code from now on (`CompiledForest`); the seconds it
+        took. Meant for a background thread: predictions made meanwhile use LightGBM, and the
+        pair is swapped in one assignment. ModelLoadError (LightGBM kept) when it cannot."""
+        from agentlb.predictor.compiled import CompiledForest
+
+        started = time.perf_counter()
+        forests = (
+            CompiledForest(self.p50_booster, cache_dir),
+            CompiledForest(self.p90_booster, cache_dir),
+        )
+        row = np.full((1, len(self.spec.feature_names)), np.nan, dtype=np.float64)
+        for forest in forests:
+            forest(row)
+        self._forests = forests
+        self.evaluator = "compiled"
+        return time.perf_counter() - started
 
     # --- Predictor protocol -----------------------------------------------------------
     @property
@@ -265,8 +296,9 @@ class ModelPredictor:
             return ServicePrediction(empty, empty)
         # one thread: a candidate batch is small, and OpenMP threads cost more than they save
         # (100 rows: ~0.36 ms with 1 thread, ~1.1 ms with 2 on a busy 2-core machine)
-        log50 = self._p50(matrix)
-        log90 = self._p90(matrix) + self.p90_log_offset
+        p50_forest, p90_forest = self._forests
+        log50 = p50_forest(matrix)
+        log90 = p90_forest(matrix) + self.p90_log_offset
         p50 = np.maximum(np.exp(np.minimum(log50, MAX_LOG_S)), MIN_SERVICE_S)
         p90 = np.maximum(np.exp(np.minimum(log90, MAX_LOG_S)), p50)
         return ServicePrediction(p50, p90)
@@ -281,6 +313,7 @@ class ModelPredictor:
             "source": self.source,
             "feature_version": self.feature_version,
             "loaded_at": self.loaded_at,
+            "evaluator": self.evaluator,
             "metrics": self.metrics,
             "trained_rows": self.metadata.get("rows"),
             "data_hash": self.metadata.get("data_hash"),

@@ -40,8 +40,9 @@ def health(service: ServiceDep, response: Response) -> HealthPublic:
     responses={401: {"description": "Missing or wrong key"}},
 )
 def model(service: ServiceDep, _: ClientDep) -> ModelPublic:
-    """The predictor serving now: version, source, feature version, loaded_at, training
-    metrics, and the fallback reason when the heuristic stands in for a model."""
+    """The predictor serving now: version, source, feature version, loaded_at, evaluator
+    (`lightgbm`, or `compiled` once native code serves it), training metrics, and the fallback
+    reason when the heuristic stands in for a model."""
     return ModelPublic(predictor=service.model_info())
 
 
