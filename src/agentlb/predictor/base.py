@@ -28,6 +28,9 @@ DEFAULT_SERVICE_S = 1.0
 # Running work overdue by less than this ratio is ordinary noise, not a slowed agent.
 LATENESS_THRESHOLD = 2.5
 MAX_LATENESS = 10.0
+# From (earliest dispatched_at + MAX_LATENESS x predicted) + this, a running task is surely past the
+# cap however the division rounds (a timestamp's rounding is ~1e-7 s), so the factor is the cap.
+CAPPED_MARGIN_S = 1e-3
 
 
 @dataclass(frozen=True)
@@ -98,12 +101,23 @@ def lateness_factor(state: AgentState, now: float, task_type: str) -> float:
     mispredicted type does not taint the others. Only the oldest `LATENESS_WINDOW` running
     tasks are read (the longest-running, so the first to show an overrun), which bounds the
     cost on agents with very many slots."""
-    memo: tuple[float, str, float] | None = state.__dict__.get("_lateness")
+    cached = state.__dict__
+    memo: tuple[float, str, float] | None = cached.get("_lateness")
     if memo is not None and memo[0] == now and memo[1] == task_type:
         return memo[2]  # the shortlist's first cut priced it for this snapshot already
     running = running_by_type(state).get(task_type)
     if not running:
         return 1.0
+    capped: dict[str, float] | None = cached.get("_capped_from")
+    if capped is None:
+        capped = cached["_capped_from"] = {}
+    capped_from = capped.get(task_type)
+    if capped_from is None:
+        capped_from = capped[task_type] = CAPPED_MARGIN_S + min(
+            [dispatched_at + MAX_LATENESS * predicted for dispatched_at, predicted in running]
+        )
+    if now >= capped_from:
+        return MAX_LATENESS  # a stalled agent stays at the cap: no need to price each task again
     worst = max(1.0, max([(now - dispatched_at) / predicted for dispatched_at, predicted in running]))
     factor = min(worst, MAX_LATENESS) if worst >= LATENESS_THRESHOLD else 1.0
     state.__dict__["_lateness"] = (now, task_type, factor)
