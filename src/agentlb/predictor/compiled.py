@@ -33,7 +33,10 @@ from agentlb.errors import ModelLoadError
 ENTRY_POINT = "forest_root"
 PROBE_ROWS = 64
 MAX_RELATIVE_ERROR = 1e-9
-_ENTRY_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32)
+# forest_root(data, out, first row, end row). Called holding the GIL: a candidate batch takes a few
+# microseconds, and releasing the GIL for it would hand the interpreter to another thread (the
+# dispatch writer) and make the request wait to get it back.
+_ENTRY_TYPE = ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32)
 
 
 def _toolchain() -> dict[str, str]:

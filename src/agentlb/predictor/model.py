@@ -60,6 +60,21 @@ _PREDICT_NORMAL = ctypes.c_int(0)  # C_API_PREDICT_NORMAL
 _START_ITERATION = ctypes.c_int(0)
 
 
+def _library_holding_gil() -> Any:
+    """LightGBM's shared library with calls that keep the GIL (ctypes.PyDLL): a one-thread
+    predict of a candidate batch takes microseconds, and releasing the GIL for it hands the
+    interpreter to another thread (the dispatch writer) that the request then waits behind.
+    LightGBM's own handle when the library's path is unknown."""
+    library = vars(lgb.basic).get("_LIB")
+    path = getattr(library, "_name", None)
+    if not path:
+        return library
+    try:
+        return ctypes.PyDLL(path)
+    except OSError:
+        return library
+
+
 class BoosterPredict:
     """`booster.predict(matrix, num_threads=1)` for a float64 row-major matrix, through
     LightGBM's C API (`LGBM_BoosterPredictForMat`) as `Booster.predict` itself calls it, minus
@@ -75,8 +90,7 @@ class BoosterPredict:
         self.n_features = booster.num_feature()
         self._n_features = ctypes.c_int32(self.n_features)
         self._parameters = ctypes.c_char_p(self.PARAMETERS)
-        library = vars(lgb.basic).get("_LIB")
-        self._predict_for_mat: Any = getattr(library, "LGBM_BoosterPredictForMat", None)
+        self._predict_for_mat: Any = getattr(_library_holding_gil(), "LGBM_BoosterPredictForMat", None)
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         call = self._predict_for_mat
