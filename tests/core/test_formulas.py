@@ -112,6 +112,24 @@ def test_predicted_completion_includes_wait_behind_in_flight(
     assert done.p90_s >= done.p50_s
 
 
+def test_an_overrunning_task_is_expected_to_run_as_long_again_as_it_has_overrun(
+    tracker: AgentLoadTracker, clock: FakeClock
+) -> None:
+    tracker.dispatch("slow", TaskRequest(task_type="t", task_id="o1"), predicted_service_s=2.0)
+    tracker.dispatch("slow", TaskRequest(task_type="t", task_id="o2"), predicted_service_s=8.0)
+    clock.advance(3.0)
+    slow = tracker.snapshot().get("slow")
+    assert slow is not None
+    # 2 slots: o1 is 1 s past its 2 s prediction, so ~1 s more; o2 has 5 s left
+    assert expected_wait_s(slow, tracker.snapshot()) == pytest.approx(1.0)
+    clock.advance(0.3)
+    # o1 1.3 s over: 1.3 s more; the floor (a quarter of the prediction, 0.5 s) no longer binds
+    assert expected_wait_s(slow, tracker.snapshot()) == pytest.approx(1.3)
+    clock.advance(5.0)
+    # both overran (o1 by 6.3 s, o2 by 0.3 s): o2 has the floor, 2 s, left
+    assert expected_wait_s(slow, tracker.snapshot()) == pytest.approx(2.0)
+
+
 def test_hybrid_weights_validated_and_normalised() -> None:
     assert normalise_weights({"predictive": 2, "least_connection": 2}) == {
         "weighted_round_robin": 0.0,

@@ -22,7 +22,9 @@ from agentlb.domain import (
     running_by_type,
 )
 
-# A task running past its prediction still has this share of it left (never zero).
+# A running task has at least this share of its prediction left (never zero); one running past
+# its prediction has as much left as it has overrun (durations have long tails: the longer a task
+# has overrun, the longer it is likely to keep running).
 MIN_REMAINING_SHARE = 0.25
 DEFAULT_SERVICE_S = 1.0
 # Running work overdue by less than this ratio is ordinary noise, not a slowed agent.
@@ -168,7 +170,8 @@ def expected_wait_s(state: AgentState, snapshot: FleetSnapshot, lateness: float 
             entry.predicted_service_s or typical_service_s(state, entry.task_type, snapshot)
         )
         remaining = service - (now - entry.dispatched_at)
-        free_at.append(max(remaining, MIN_REMAINING_SHARE * service))
+        # past its prediction, a task is expected to run about as long again as it has overrun
+        free_at.append(max(remaining, -remaining, MIN_REMAINING_SHARE * service))
     if len(in_flight) - slots > EXACT_QUEUE_LIMIT:
         drain = (sum(free_at) + lateness * _queued_work_s(state, snapshot)) / slots
         return max(min(free_at), drain)
