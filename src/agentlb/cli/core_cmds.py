@@ -93,7 +93,7 @@ def compile_as_served(model: ModelPredictor) -> None:
         return
     try:
         model.compile(settings.compiled_dir)
-    except ModelLoadError as exc:
+    except (ModelLoadError, OSError) as exc:
         typer.echo(f"model not compiled, LightGBM measured: {exc}", err=True)
 
 

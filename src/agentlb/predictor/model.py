@@ -255,10 +255,10 @@ class ModelPredictor:
         except MlflowException as exc:
             raise ModelLoadError(f"cannot resolve {uri}: {exc}") from exc
 
-    def _warm(self) -> None:
-        """One prediction at load time, off the request path, so the first request is not slower."""
+    def _warm(self, forests: tuple[Forest, Forest] | None = None) -> None:
+        """One prediction per evaluator off the request path, so the first request is not slower."""
         row = np.full((1, len(self.spec.feature_names)), np.nan, dtype=np.float64)
-        for forest in self._forests:
+        for forest in forests or self._forests:
             forest(row)
 
     def compile(self, cache_dir: Path) -> float:
@@ -272,9 +272,7 @@ class ModelPredictor:
             CompiledForest(self.p50_booster, cache_dir),
             CompiledForest(self.p90_booster, cache_dir),
         )
-        row = np.full((1, len(self.spec.feature_names)), np.nan, dtype=np.float64)
-        for forest in forests:
-            forest(row)
+        self._warm(forests)
         self._forests = forests
         self.evaluator = "compiled"
         return time.perf_counter() - started
