@@ -142,3 +142,19 @@ def test_service_keeps_lightgbm_when_the_model_cannot_be_compiled(
         finally:
             service.close()
     assert any(r.getMessage() == "model_compile_failed" for r in caplog.records)
+
+
+def test_the_cache_keeps_the_most_recent_object_files(predictor: ModelPredictor, tmp_path: Path) -> None:
+    import os
+
+    from agentlb.predictor.compiled import KEEP_OBJECTS
+
+    for i in range(KEEP_OBJECTS + 3):  # object files of earlier model versions
+        old = tmp_path / f"{i:032x}.{i:032x}.o"
+        old.write_bytes(b"x")
+        os.utime(old, (1_000_000 + i, 1_000_000 + i))
+    forest = CompiledForest(predictor.p50_booster, tmp_path)
+    kept = sorted(p.name for p in tmp_path.glob("*.o"))
+    assert len(kept) == KEEP_OBJECTS
+    assert any(name.startswith(forest.cache_key) for name in kept)  # the new one stays
+    assert f"{0:032x}.{0:032x}.o" not in kept and f"{KEEP_OBJECTS + 2:032x}.{KEEP_OBJECTS + 2:032x}.o" in kept

@@ -33,6 +33,7 @@ from agentlb.errors import ModelLoadError
 ENTRY_POINT = "forest_root"
 PROBE_ROWS = 64
 MAX_RELATIVE_ERROR = 1e-9
+KEEP_OBJECTS = 16  # cached object files kept: the models of the last few versions, p50 and p90
 # forest_root(data, out, first row, end row). Called holding the GIL: a candidate batch takes a few
 # microseconds, and releasing the GIL for it would hand the interpreter to another thread (the
 # dispatch writer) and make the request wait to get it back.
@@ -87,6 +88,7 @@ class CompiledForest:
                 partial = cache_dir / f".{key}.{os.getpid()}.partial"
                 partial.write_bytes(code)
                 os.replace(partial, cache_dir / f"{key}.{digest}.o")  # whole or absent to others
+                _prune(cache_dir)
         self.cache_key = key
         self._cache_dir = cache_dir
         self._model = model  # owns the machine code the entry point runs
@@ -118,6 +120,19 @@ class CompiledForest:
             raise ModelLoadError(
                 f"compiled model disagrees with LightGBM (relative error {worst:.3g}); LightGBM kept"
             )
+
+
+def _prune(cache_dir: Path, keep: int = KEEP_OBJECTS) -> None:
+    """Keep the `keep` most recently written object files (a retrained model adds two)."""
+    written: list[tuple[float, Path]] = []
+    for path in cache_dir.glob("*.o"):
+        try:
+            written.append((path.stat().st_mtime, path))
+        except OSError:  # removed meanwhile by another replica's prune
+            continue
+    written.sort(reverse=True)
+    for _, stale in written[keep:]:
+        stale.unlink(missing_ok=True)
 
 
 def _verified_object(cache_dir: Path, key: str) -> bytes | None:
