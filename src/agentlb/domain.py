@@ -490,13 +490,18 @@ def _undominated(running: list[tuple[float, float]]) -> list[tuple[float, float]
     return kept
 
 
+def first_due(running: list[tuple[float, float]], multiple: float) -> float:
+    """The first instant one of these (dispatched_at, predicted) tasks has run `multiple`
+    times its prediction."""
+    return min([dispatched_at + multiple * predicted for dispatched_at, predicted in running])
+
+
 def late_at(state: AgentState) -> float:
     """When the first of the agent's running tasks could pass the lateness threshold."""
-    earliest = math.inf
-    for running in running_by_type(state).values():
-        for dispatched_at, predicted in running:
-            earliest = min(earliest, dispatched_at + LATE_SCREEN * predicted)
-    return earliest
+    return min(
+        [first_due(running, LATE_SCREEN) for running in running_by_type(state).values()],
+        default=math.inf,
+    )
 
 
 def state_row(state: AgentState) -> list[float]:

@@ -228,13 +228,13 @@ class AgentLBService:
             service.compile_in_background(ref.current)
         return service
 
-    def compile_in_background(self, predictor: Predictor) -> threading.Thread | None:
+    def compile_in_background(self, predictor: Predictor) -> None:
         """Compile a loaded model to native code off the request path (`ModelPredictor.compile`,
-        when `model_compile` is on); the thread, or None when there is nothing to compile."""
+        when `model_compile` is on), in the thread kept as `compile_thread`."""
         from agentlb.predictor.model import ModelPredictor
 
         if not self.settings.model_compile or not isinstance(predictor, ModelPredictor):
-            return None
+            return
 
         def run() -> None:
             try:
@@ -249,7 +249,6 @@ class AgentLBService:
         thread = threading.Thread(target=run, name=f"agentlb-compile-{predictor.version}", daemon=True)
         thread.start()
         self.compile_thread = thread
-        return thread
 
     def close(self) -> None:
         self.writer.close()

@@ -19,6 +19,7 @@ from agentlb.domain import (
     PredictionMapping,
     TaskRequest,
     candidate_view,
+    first_due,
     running_by_type,
 )
 
@@ -115,14 +116,12 @@ def lateness_factor(state: AgentState, now: float, task_type: str) -> float:
         capped = cached["_capped_from"] = {}
     capped_from = capped.get(task_type)
     if capped_from is None:
-        capped_from = capped[task_type] = CAPPED_MARGIN_S + min(
-            [dispatched_at + MAX_LATENESS * predicted for dispatched_at, predicted in running]
-        )
+        capped_from = capped[task_type] = first_due(running, MAX_LATENESS) + CAPPED_MARGIN_S
     if now >= capped_from:
         return MAX_LATENESS  # a stalled agent stays at the cap: no need to price each task again
     worst = max(1.0, max([(now - dispatched_at) / predicted for dispatched_at, predicted in running]))
     factor = min(worst, MAX_LATENESS) if worst >= LATENESS_THRESHOLD else 1.0
-    state.__dict__["_lateness"] = (now, task_type, factor)
+    cached["_lateness"] = (now, task_type, factor)
     return factor
 
 

@@ -67,7 +67,7 @@ class CompiledForest:
             raise ModelLoadError(f"lleaves is not installed: {exc}") from exc
         self.n_features = booster.num_feature()
         text = booster.model_to_string()
-        key = hashlib.sha256((text + json.dumps(_toolchain(), sort_keys=True)).encode()).hexdigest()[:32]
+        key = _digest((text + json.dumps(_toolchain(), sort_keys=True)).encode())
         cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="agentlb-compile-") as tmp:
             model_file = Path(tmp) / "model.txt"
@@ -84,10 +84,9 @@ class CompiledForest:
             else:
                 model.compile(cache=str(private))
                 code = private.read_bytes()
-                digest = hashlib.sha256(code).hexdigest()[:32]
                 partial = cache_dir / f".{key}.{os.getpid()}.partial"
                 partial.write_bytes(code)
-                os.replace(partial, cache_dir / f"{key}.{digest}.o")  # whole or absent to others
+                os.replace(partial, cache_dir / f"{key}.{_digest(code)}.o")  # whole or absent to others
                 _prune(cache_dir)
         self.cache_key = key
         self._cache_dir = cache_dir
@@ -115,7 +114,7 @@ class CompiledForest:
         scale = np.maximum(np.abs(expected), 1.0)
         worst = float(np.max(np.abs(got - expected) / scale))
         if not worst <= MAX_RELATIVE_ERROR:
-            for stale in self._cache_dir.glob(f"{self.cache_key}.*.o"):
+            for stale in _objects_of(self._cache_dir, self.cache_key):
                 stale.unlink(missing_ok=True)
             raise ModelLoadError(
                 f"compiled model disagrees with LightGBM (relative error {worst:.3g}); LightGBM kept"
@@ -135,15 +134,25 @@ def _prune(cache_dir: Path, keep: int = KEEP_OBJECTS) -> None:
         stale.unlink(missing_ok=True)
 
 
+def _digest(data: bytes) -> str:
+    """What names cache files: the first 128 bits of the SHA-256, in hex."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _objects_of(cache_dir: Path, key: str) -> list[Path]:
+    """The cached object files of one model key (`<key>.<digest of the bytes>.o`)."""
+    return sorted(cache_dir.glob(f"{key}.*.o"))
+
+
 def _verified_object(cache_dir: Path, key: str) -> bytes | None:
     """Cached object code for `key` whose SHA-256 matches the digest in its name; a damaged
     file is removed (it will be compiled again)."""
-    for path in sorted(cache_dir.glob(f"{key}.*.o")):
+    for path in _objects_of(cache_dir, key):
         try:
             code = path.read_bytes()
         except OSError:
             continue
-        if hashlib.sha256(code).hexdigest()[:32] == path.name[len(key) + 1 : -len(".o")]:
+        if _digest(code) == path.name[len(key) + 1 : -len(".o")]:
             return code
         path.unlink(missing_ok=True)
     return None
