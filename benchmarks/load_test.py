@@ -13,8 +13,7 @@ The fleet: `--agents` agents whose concurrency never binds, warmed with real out
 `--expiry` s, standing in for their completion: the default, 2 s, is the typical task's duration,
 which keeps the in-flight state of a fleet at steady state (about 20 running tasks per agent
 at 1,000 selections/s, none overdue). `--expiry 30` is the stress case: every agent holds
-hundreds of tasks far past their predicted time, so each selection also prices every agent's
-lateness.
+hundreds of tasks, far past their predicted time, in its in-flight state.
 """
 
 from __future__ import annotations

@@ -425,10 +425,9 @@ COL_PEAK_EWMA_S = 7
 COL_PEAK_STAMP = 8
 COL_TREND_SLOPE = 9
 COL_TREND_CODE = 10  # -1 decreasing, 0 stable, 1 increasing
-COL_LATE_AT = 11  # earliest instant any running task could be overdue enough to count as late
-COL_LC_SCORE = 12  # least connection: 1 / (1 + active / max(success_rate, 0.1)) (product spec)
-COL_LOAD_SCORE = 13  # AgentState.load_score
-N_COLUMNS = 14
+COL_LC_SCORE = 11  # least connection: 1 / (1 + active / max(success_rate, 0.1)) (product spec)
+COL_LOAD_SCORE = 12  # AgentState.load_score
+N_COLUMNS = 13
 LC_MIN_SUCCESS_RATE = 0.1
 # Below this many candidates a strategy that reads only a few fields per agent is faster in
 # plain Python than through the column arrays (numpy's per-call cost dominates).
@@ -437,71 +436,14 @@ COLUMNS_MIN_CANDIDATES = 128
 # hybrid, the heuristic predictor): the arrays pay off sooner.
 COLUMNS_MIN_CANDIDATES_RICH = 24
 # Predictive and hybrid with a trained model: the model scores a batch either way, so the
-# arrays only replace the per-agent lateness, wait and weight loops, and pay off sooner still
+# arrays only replace the per-agent wait and weight loops, and pay off sooner still
 # (bench: hybrid over a 16-agent shortlist 508 -> 455 us).
 COLUMNS_MIN_CANDIDATES_MODEL = 8
 # Rows of a per-task-type matrix.
 TYPE_EWMA = 0
 TYPE_VARIANCE = 1
 TYPE_SAMPLES = 2
-# Conservative lateness screen: a task is flagged once elapsed >= LATE_SCREEN x predicted, just
-# below predictor.base.LATENESS_THRESHOLD (a test pins that; the margin absorbs rounding), so the
-# exact per-task check runs for every agent that could be late and for few that cannot: tasks
-# running 1.5-2x their prediction are ordinary noise and cost no check.
-LATE_SCREEN = 2.4
-# Lateness reads only the oldest running tasks (the first to overrun); the screen matches it,
-# so an agent with very many slots and tasks costs O(window), not O(tasks), per update.
-LATENESS_WINDOW = 16
 TREND_CODES = {WorkloadTrend.DECREASING: -1.0, WorkloadTrend.STABLE: 0.0, WorkloadTrend.INCREASING: 1.0}
-
-
-def running_by_type(state: AgentState) -> dict[str, list[tuple[float, float]]]:
-    """(dispatched_at, predicted service) of the agent's oldest `LATENESS_WINDOW` running tasks
-    that carry a prediction, by task type: what lateness reads (the screen in `late_at`, the
-    exact check in predictor.base.lateness_factor). Kept on the state, which is immutable and
-    rebuilt when the agent's work changes.
-
-    Only the tasks no other task dominates are kept: one dispatched no later with a prediction
-    no longer is at least as overdue at any instant after both started, and comes due no later,
-    so dropping the dominated task changes neither the lateness nor the screen. Tasks of one
-    type mostly share a prediction, which leaves the oldest alone."""
-    cached: dict[str, list[tuple[float, float]]] | None = state.__dict__.get("_running_by_type")
-    if cached is None:
-        cached = {}
-        for entry in state.in_flight[: min(state.agent.max_concurrency, LATENESS_WINDOW)]:
-            if entry.predicted_service_s:
-                running = cached.setdefault(entry.task_type, [])
-                running.append((entry.dispatched_at, entry.predicted_service_s))
-        for task_type, running in cached.items():
-            if len(running) > 1:
-                cached[task_type] = _undominated(running)
-        state.__dict__["_running_by_type"] = cached
-    return cached
-
-
-def _undominated(running: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The (dispatched_at, predicted) pairs with no other pair earlier-or-equal in both."""
-    kept: list[tuple[float, float]] = []
-    shortest = math.inf
-    for dispatched_at, predicted in sorted(running):
-        if predicted < shortest:
-            kept.append((dispatched_at, predicted))
-            shortest = predicted
-    return kept
-
-
-def first_due(running: list[tuple[float, float]], multiple: float) -> float:
-    """The first instant one of these (dispatched_at, predicted) tasks has run `multiple`
-    times its prediction."""
-    return min([dispatched_at + multiple * predicted for dispatched_at, predicted in running])
-
-
-def late_at(state: AgentState) -> float:
-    """When the first of the agent's running tasks could pass the lateness threshold."""
-    return min(
-        [first_due(running, LATE_SCREEN) for running in running_by_type(state).values()],
-        default=math.inf,
-    )
 
 
 def state_row(state: AgentState) -> list[float]:
@@ -518,7 +460,6 @@ def state_row(state: AgentState) -> list[float]:
         float(state.peak_ewma_stamp),
         float(state.trend_slope),
         TREND_CODES[state.workload_trend],
-        late_at(state),
         1.0 / (1.0 + state.active_tasks / max(state.success_rate, LC_MIN_SUCCESS_RATE)),
         state.load_score,
     ]

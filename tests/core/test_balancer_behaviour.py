@@ -146,19 +146,29 @@ def test_queue_aware_strategy_may_wait_for_a_fast_agent(clock: FakeClock) -> Non
     assert balancer.select(TaskRequest(task_type="t"), "least_connection").selected_agent.id == "slow"
 
 
-def test_overdue_running_work_marks_an_agent_slow(clock: FakeClock) -> None:
+def test_a_full_agent_whose_work_overruns_is_passed_over(clock: FakeClock) -> None:
+    """A stalled agent's wait grows with its overrun: predictive leaves it once a free agent,
+    however slow, would finish sooner (least connection knows nothing of it)."""
     tracker = AgentLoadTracker(clock)
-    for agent_id in ("steady", "stalled"):
-        tracker.register(make_agent(agent_id, max_concurrency=4), registered_at=0.0)
-        tracker.learn(TaskOutcome(agent_id, 2.0, True, task_type="t"), 1.0)
+    tracker.register(make_agent("stalled", max_concurrency=1), registered_at=0.0)
+    tracker.register(make_agent("slow", max_concurrency=4), registered_at=0.0)
+    tracker.learn(TaskOutcome("stalled", 2.0, True, task_type="t"), 1.0)
+    tracker.learn(TaskOutcome("slow", 5.0, True, task_type="t"), 1.0)
     tracker.dispatch("stalled", TaskRequest(task_type="t", task_id="stuck"), predicted_service_s=2.0)
+    for i in range(3):
+        tracker.dispatch("slow", TaskRequest(task_type="t", task_id=f"s{i}"), predicted_service_s=5.0)
+    balancer = Balancer(
+        tracker, PredictorRef(TypeMeanPredictor()), BalancerConfig(slow_start_window_s=0), seed=1
+    )
+    clock.advance(1.0)  # "stuck" has 1 s of its 2 s left: 1 + 2 s beats 5 s on "slow"
+    assert balancer.select(TaskRequest(task_type="t"), "predictive").selected_agent.id == "stalled"
     clock.advance(7.0)
-    tracker.dispatch("steady", TaskRequest(task_type="t", task_id="fine"), predicted_service_s=2.0)
-    clock.advance(1.0)  # "stuck" has run 8 s of a predicted 2 s: 4x overdue; "fine" is on time
-    balancer = Balancer(tracker, config=BalancerConfig(slow_start_window_s=0), seed=1)
-    result = balancer.select(TaskRequest(task_type="t"), "predictive", top_k=1)
-    assert result.selected_agent.id == "steady"
-    assert result.alternative_agents[0].predicted_p50_s == pytest.approx(4 * 2.0 * (1 + 0.5 * 0.25), rel=0.01)
+    # "stuck" is now 6 s past its prediction: ~6 s more, then the task just queued (2 s), then
+    # this one (2 s): 10 s against 5 s
+    result = balancer.select(TaskRequest(task_type="t"), "predictive", top_k=2)
+    assert result.selected_agent.id == "slow"
+    stalled = next(a for a in result.alternative_agents if a.agent_id == "stalled")
+    assert stalled.predicted_p50_s == pytest.approx(6.0 + 2.0 + 2.0, rel=0.01)
 
 
 class BrokenPredictor:

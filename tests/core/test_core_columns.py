@@ -23,7 +23,6 @@ from core_helpers import FakeClock
 
 from agentlb.balancer import Balancer, BalancerConfig
 from agentlb.domain import (
-    LATE_SCREEN,
     Agent,
     AgentState,
     CandidateStates,
@@ -35,7 +34,7 @@ from agentlb.domain import (
 )
 from agentlb.errors import TaskAlreadyCompletedError, UnknownTaskError
 from agentlb.features import FeatureSpec, agent_state_features
-from agentlb.predictor.base import LATENESS_THRESHOLD, completion_times, expected_wait_s, lateness_factor
+from agentlb.predictor.base import completion_times, expected_wait_s
 from agentlb.predictor.heuristic import HeuristicPredictor, heuristic_service_s
 from agentlb.strategies import STRATEGY_NAMES
 from agentlb.strategies.classic import PeakEwma, PowerOfTwo, adjusted_load, resource_score, wrr_weight
@@ -169,9 +168,8 @@ def test_strategy_scores_equal_the_per_agent_formulas(n: int) -> None:
     assert service.p50_s.tolist() == [heuristic_service_s(s, "detect", snapshot) for s in states]
     times = completion_times(task, pool.states, snapshot, HeuristicPredictor())
     for state, done, p50 in zip(states, times, service.p50_s.tolist(), strict=True):
-        lateness = lateness_factor(state, snapshot.now, "detect")
-        assert done.service_p50_s == lateness * p50
-        assert done.wait_s == expected_wait_s(state, snapshot, lateness)
+        assert done.service_p50_s == p50
+        assert done.wait_s == expected_wait_s(state, snapshot)
 
 
 @pytest.mark.parametrize("n", [12, 150])
@@ -232,11 +230,6 @@ def test_hot_path_objects_equal_normally_built_ones() -> None:
         assert repr(rebuilt) == repr(obj)
 
 
-def test_lateness_screen_is_below_the_lateness_threshold() -> None:
-    """The column screen may flag too many agents for the exact check, never too few."""
-    assert LATE_SCREEN < LATENESS_THRESHOLD
-
-
 def test_states_pickle_and_copy_with_their_trend() -> None:
     balancer, _ = _busy_fleet(12, seed=10, steps=100)
     states = balancer.tracker.snapshot().agents
@@ -272,38 +265,3 @@ def test_candidate_list_from_another_snapshot_is_scored_from_its_own_states() ->
     decision = balancer.strategies["hybrid"].decide(task, list(pool.states), later)
     reference = balancer.strategies["least_connection"].decide(task, list(pool.states), later)
     assert set(decision.scores) == set(reference.scores) == {s.agent.id for s in pool.states}
-
-
-def test_lateness_shortcuts_equal_the_plain_maximum_over_running_tasks() -> None:
-    """Dominated tasks dropped, the cap taken from a precomputed instant, the value memoised per
-    instant: none of it changes the factor or the screen against the plain definition."""
-    from agentlb.domain import LATE_SCREEN, LATENESS_WINDOW, late_at
-    from agentlb.predictor.base import MAX_LATENESS
-
-    rng = random.Random(11)
-    clock = FakeClock(1_790_000_000.0)  # epoch-sized instants, where rounding is coarsest
-    tracker = AgentLoadTracker(clock=clock)
-    tracker.register(Agent(id="a", name="a", max_concurrency=6), registered_at=0.0)
-    for i in range(9):
-        task_type = ("detect", "summarise")[i % 2]
-        tracker.dispatch("a", TaskRequest(task_type=task_type), rng.choice((0.2, 0.5, 0.5, 1.3, 4.0)))
-        clock.advance(rng.uniform(0.0, 0.4))
-    state = tracker.snapshot().agents[0]
-    running = list(state.in_flight[: min(state.agent.max_concurrency, LATENESS_WINDOW)])
-
-    def plain(now: float, task_type: str) -> float:
-        mine = [e for e in running if e.task_type == task_type]
-        ratios = [(now - e.dispatched_at) / e.predicted_service_s for e in mine]
-        worst = max([1.0, *ratios])
-        return min(worst, MAX_LATENESS) if worst >= LATENESS_THRESHOLD else 1.0
-
-    instants = [clock.now + step for step in np.linspace(0.0, 60.0, 601).tolist()]
-    for e in running:  # around each task's threshold and cap crossings
-        for factor in (LATENESS_THRESHOLD, MAX_LATENESS):
-            edge = e.dispatched_at + factor * e.predicted_service_s
-            instants += [edge - 1e-3, edge, edge + 1e-6, edge + 1e-3, edge + 2e-3]
-    for now in sorted(instants):
-        for task_type in ("detect", "summarise", "unseen"):
-            assert lateness_factor(state, now, task_type) == plain(now, task_type), (now, task_type)
-            assert lateness_factor(state, now, task_type) == plain(now, task_type)  # memoised
-    assert late_at(state) == min(e.dispatched_at + LATE_SCREEN * e.predicted_service_s for e in running)

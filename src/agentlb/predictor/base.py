@@ -11,7 +11,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from agentlb.domain import (
-    COL_LATE_AT,
     COLUMNS_MIN_CANDIDATES_RICH,
     AgentState,
     FleetSnapshot,
@@ -19,8 +18,6 @@ from agentlb.domain import (
     PredictionMapping,
     TaskRequest,
     candidate_view,
-    first_due,
-    running_by_type,
 )
 
 # A running task has at least this share of its prediction left (never zero); one running past
@@ -28,12 +25,6 @@ from agentlb.domain import (
 # has overrun, the longer it is likely to keep running).
 MIN_REMAINING_SHARE = 0.25
 DEFAULT_SERVICE_S = 1.0
-# Running work overdue by less than this ratio is ordinary noise, not a slowed agent.
-LATENESS_THRESHOLD = 2.5
-MAX_LATENESS = 10.0
-# From (earliest dispatched_at + MAX_LATENESS x predicted) + this, a running task is surely past the
-# cap however the division rounds (a timestamp's rounding is ~1e-7 s), so the factor is the cap.
-CAPPED_MARGIN_S = 1e-3
 
 
 @dataclass(frozen=True)
@@ -95,36 +86,6 @@ def typical_service_s(state: AgentState, task_type: str, snapshot: FleetSnapshot
     return DEFAULT_SERVICE_S
 
 
-def lateness_factor(state: AgentState, now: float, task_type: str) -> float:
-    """How much slower than predicted the agent's running work of this task type is going,
-    from its in-flight tasks alone (no need to wait for a completion): the largest
-    elapsed / predicted among them when it passes 2.5, otherwise 1. A slowed-down agent shows
-    here first. Below 2.5 an overrun is still ordinary noise: at 1.5, four busy slots of one
-    type tripped it often enough to push work to slow agents. Per task type, so one
-    mispredicted type does not taint the others. Only the oldest `LATENESS_WINDOW` running
-    tasks are read (the longest-running, so the first to show an overrun), which bounds the
-    cost on agents with very many slots."""
-    cached = state.__dict__
-    memo: tuple[float, str, float] | None = cached.get("_lateness")
-    if memo is not None and memo[0] == now and memo[1] == task_type:
-        return memo[2]  # the shortlist's first cut priced it for this snapshot already
-    running = running_by_type(state).get(task_type)
-    if not running:
-        return 1.0
-    capped: dict[str, float] | None = cached.get("_capped_from")
-    if capped is None:
-        capped = cached["_capped_from"] = {}
-    capped_from = capped.get(task_type)
-    if capped_from is None:
-        capped_from = capped[task_type] = first_due(running, MAX_LATENESS) + CAPPED_MARGIN_S
-    if now >= capped_from:
-        return MAX_LATENESS  # a stalled agent stays at the cap: no need to price each task again
-    worst = max(1.0, max([(now - dispatched_at) / predicted for dispatched_at, predicted in running]))
-    factor = min(worst, MAX_LATENESS) if worst >= LATENESS_THRESHOLD else 1.0
-    cached["_lateness"] = (now, task_type, factor)
-    return factor
-
-
 # Queued tasks played forward exactly on the slots; past this many, the fluid drain time
 # (all remaining and queued work spread over the slots) stands in, so a long backlog costs
 # O(slots) per selection instead of O(backlog).
@@ -149,14 +110,15 @@ def _queued_work_s(state: AgentState, snapshot: FleetSnapshot) -> float:
     return known + sum(n * typical_service_s(state, t, snapshot) for t, n in unknown.items())
 
 
-def expected_wait_s(state: AgentState, snapshot: FleetSnapshot, lateness: float = 1.0) -> float:
+def expected_wait_s(state: AgentState, snapshot: FleetSnapshot) -> float:
     """Expected wait before a new task starts on `state.agent`.
 
     The agent runs `max_concurrency` tasks at once, first come first served. The first
-    `max_concurrency` in-flight tasks are running, with their predicted remaining times; the
-    rest queue with their full predicted service times (all scaled by the agent's lateness).
-    Playing that queue forward on the slots gives the time the next slot frees up; for a
-    backlog longer than `EXACT_QUEUE_LIMIT`, the fluid drain time approximates it.
+    `max_concurrency` in-flight tasks are running, with their predicted remaining times (one
+    past its prediction is expected to run about as long again as it has overrun, so a slowed
+    or stalled agent's wait grows with its overrun); the rest queue with their full predicted
+    service times. Playing that queue forward on the slots gives the time the next slot frees
+    up; for a backlog longer than `EXACT_QUEUE_LIMIT`, the fluid drain time approximates it.
     """
     slots = state.agent.max_concurrency
     in_flight = state.in_flight
@@ -165,20 +127,15 @@ def expected_wait_s(state: AgentState, snapshot: FleetSnapshot, lateness: float 
     now = snapshot.now
     free_at: list[float] = []
     for entry in in_flight[:slots]:
-        service = lateness * (
-            entry.predicted_service_s or typical_service_s(state, entry.task_type, snapshot)
-        )
+        service = entry.predicted_service_s or typical_service_s(state, entry.task_type, snapshot)
         remaining = service - (now - entry.dispatched_at)
-        # past its prediction, a task is expected to run about as long again as it has overrun
         free_at.append(max(remaining, -remaining, MIN_REMAINING_SHARE * service))
     if len(in_flight) - slots > EXACT_QUEUE_LIMIT:
-        drain = (sum(free_at) + lateness * _queued_work_s(state, snapshot)) / slots
+        drain = (sum(free_at) + _queued_work_s(state, snapshot)) / slots
         return max(min(free_at), drain)
     heapq.heapify(free_at)
     for entry in in_flight[slots:]:
-        service = lateness * (
-            entry.predicted_service_s or typical_service_s(state, entry.task_type, snapshot)
-        )
+        service = entry.predicted_service_s or typical_service_s(state, entry.task_type, snapshot)
         heapq.heapreplace(free_at, free_at[0] + service)
     return free_at[0]
 
@@ -189,19 +146,16 @@ def completion_times(
     snapshot: FleetSnapshot,
     predictor: Predictor,
 ) -> list[PredictedCompletion]:
-    """Completion from now on each candidate: wait behind its in-flight work plus service,
-    both scaled by the agent's current lateness."""
+    """Completion from now on each candidate: wait behind its in-flight work plus service."""
     if len(candidates) >= COLUMNS_MIN_CANDIDATES_RICH:
         predictions = completion_arrays(task, candidates, snapshot, predictor)
         return [predictions.at(i) for i in range(len(candidates))]
     service = predictor.predict_service(task, candidates, snapshot)
     result = []
-    now = snapshot.now
     for i, state in enumerate(candidates):
-        lateness = lateness_factor(state, now, task.task_type)
-        wait = expected_wait_s(state, snapshot, lateness)
-        p50 = lateness * float(service.p50_s[i])
-        p90 = max(lateness * float(service.p90_s[i]), p50)
+        wait = expected_wait_s(state, snapshot)
+        p50 = float(service.p50_s[i])
+        p90 = max(float(service.p90_s[i]), p50)
         result.append(PredictedCompletion(wait + p50, wait + p90, p50, p90, wait))
     return result
 
@@ -212,34 +166,17 @@ def completion_arrays(
     snapshot: FleetSnapshot,
     predictor: Predictor,
 ) -> PredictionMapping:
-    """`completion_times` as arrays keyed by agent id, with the same arithmetic.
-
-    Lateness and the queueing wait are computed per agent only where they can differ from
-    1 and 0: agents with a running task past the lateness screen, and agents whose slots are full.
-    """
+    """`completion_times` as arrays keyed by agent id, with the same arithmetic; the queueing
+    wait is computed only for agents whose slots are full (it is 0 elsewhere)."""
     service = predictor.predict_service(task, candidates, snapshot)
     view = candidate_view(task.task_type, candidates, snapshot)
-    service_p50 = np.asarray(service.p50_s, dtype=np.float64)
-    service_p90 = np.asarray(service.p90_s, dtype=np.float64)
-    now = snapshot.now
-    late = (view.row(COL_LATE_AT) <= now).nonzero()[0]  # 1-D: flatnonzero without its wrapper
-    full = (view.active >= view.max_concurrency).nonzero()[0]
-    if late.size:
-        lateness = np.ones(view.n)
-        for i in late.tolist():
-            lateness[i] = lateness_factor(candidates[i], now, task.task_type)
-        p50 = lateness * service_p50
-        p90_raw = lateness * service_p90
-    else:
-        lateness = None
-        p50 = service_p50.copy()
-        p90_raw = service_p90
+    p50 = np.array(service.p50_s, dtype=np.float64)
+    p90_raw = np.asarray(service.p90_s, dtype=np.float64)
     p90 = np.where(p50 > p90_raw, p50, p90_raw)  # Python's max(p90_raw, p50), NaN included
+    full = (view.active >= view.max_concurrency).nonzero()[0]  # 1-D: flatnonzero without its wrapper
     if full.size:
         wait = np.zeros(view.n)
         for i in full.tolist():
-            wait[i] = expected_wait_s(
-                candidates[i], snapshot, 1.0 if lateness is None else float(lateness[i])
-            )
+            wait[i] = expected_wait_s(candidates[i], snapshot)
         return PredictionMapping(view, wait + p50, wait + p90, p50, p90, wait)
     return PredictionMapping(view, p50, p90, p50, p90, np.zeros(view.n))
