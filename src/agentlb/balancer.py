@@ -35,11 +35,12 @@ from agentlb.domain import (
     SelectionResult,
     TaskOutcome,
     TaskRequest,
+    candidate_view,
     fast_new,
 )
 from agentlb.errors import AllAgentsEjectedError, NoEligibleAgentError, UnknownStrategyError
 from agentlb.features import agent_state_features, dispatch_row
-from agentlb.predictor.base import PredictorRef, completion_arrays
+from agentlb.predictor.base import PredictorRef, queueing_waits
 from agentlb.predictor.heuristic import HeuristicPredictor
 from agentlb.settings import DEFAULT_HYBRID_WEIGHTS, Settings
 from agentlb.strategies import Hybrid, LeastConnection, Strategy, StrategyDecision, build_strategies
@@ -399,7 +400,11 @@ class Balancer:
         size = self.model_rows(len(states), top_k)
         if size >= len(states):
             return pool
-        completion = completion_arrays(task, states, snapshot, _HEURISTIC).p50_s
+        # completion_arrays(task, states, snapshot, _HEURISTIC).p50_s without the p90s
+        completion = _HEURISTIC.predict_median(task, states, snapshot)
+        wait = queueing_waits(candidate_view(task.task_type, states, snapshot), states, snapshot)
+        if wait is not None:
+            completion = wait + completion
         keep = np.sort(np.argpartition(completion, size - 1)[:size])
         kept = [states[i] for i in keep.tolist()]
         note = f"model scored the {size} of {len(states)} agents the heuristic expects to finish first"

@@ -485,6 +485,7 @@ class FleetStatic:
         self.enabled = np.array([a.enabled for a in agents], dtype=bool)
         self.max_concurrency = np.array([float(a.max_concurrency) for a in agents], dtype=np.float64)
         self.weight = np.array([float(a.weight) for a in agents], dtype=np.float64)
+        self.unit_weights = bool((self.weight == 1.0).all())
         self._masks: dict[frozenset[str], tuple[np.ndarray, int]] = {}
         self._positions: dict[frozenset[str], tuple[int, ...]] = {}
 
@@ -581,7 +582,6 @@ class CandidateView:
         self.columns = columns
         self.positions = positions
         self._cache: dict[str, np.ndarray] = {}
-        self._rows: dict[int, np.ndarray] = {}
 
     @cached_attribute
     def ids(self) -> list[str]:
@@ -599,14 +599,16 @@ class CandidateView:
     def _take(self, array: np.ndarray) -> np.ndarray:
         return array if self.positions is None else array[..., self.positions]
 
+    @cached_attribute
+    def block(self) -> np.ndarray:
+        """(N_COLUMNS, n): every `COL_*` column for the candidates, gathered in one step (a
+        selection reads most of them, and one gather costs about what one column's does)."""
+        values = self.columns.values
+        return values if self.positions is None else values[:, self.positions]
+
     def row(self, column: int) -> np.ndarray:
         """One of the `COL_*` columns for the candidates."""
-        found = self._rows.get(column)
-        if found is None:
-            values = self.columns.values
-            found = self._rows[column] = (
-                values[column] if self.positions is None else values[column, self.positions]
-            )
+        found: np.ndarray = self.block[column]
         return found
 
     @property

@@ -265,3 +265,48 @@ def test_candidate_list_from_another_snapshot_is_scored_from_its_own_states() ->
     decision = balancer.strategies["hybrid"].decide(task, list(pool.states), later)
     reference = balancer.strategies["least_connection"].decide(task, list(pool.states), later)
     assert set(decision.scores) == set(reference.scores) == {s.agent.id for s in pool.states}
+
+
+@pytest.mark.parametrize("n", [12, 150])
+def test_the_first_cut_median_is_the_heuristic_p50(n: int) -> None:
+    """The shortlist's first cut reads only the p50: it must be the p50 `predict_service` gives,
+    and with the queueing wait, `completion_arrays`' p50, to the last bit."""
+    from agentlb.domain import candidate_view
+    from agentlb.predictor.base import completion_arrays, queueing_waits
+
+    balancer, _ = _busy_fleet(n, seed=12, steps=400)
+    snapshot = balancer.tracker.snapshot()
+    heuristic = HeuristicPredictor()
+    for task_type in TYPES:
+        task = TaskRequest(task_type=task_type)
+        pool = balancer.candidates(task, snapshot, columns=True, queue_aware=True)
+        median = heuristic.predict_median(task, pool.states, snapshot)
+        assert _same(median, heuristic.predict_service(task, pool.states, snapshot).p50_s)
+        wait = queueing_waits(candidate_view(task_type, pool.states, snapshot), pool.states, snapshot)
+        completion = median if wait is None else wait + median
+        assert _same(completion, completion_arrays(task, pool.states, snapshot, heuristic).p50_s)
+
+
+@pytest.mark.parametrize(("weights", "registered_at"), [((1.0,), 0.0), ((0.5, 1.0, 2.0), 990.0)])
+def test_wrr_weights_skip_only_factors_of_exactly_one(weights: tuple[float, ...], registered_at: float) -> None:
+    """Unit static weights and finished slow starts are skipped, not multiplied: same weights."""
+    from agentlb.domain import candidate_view
+    from agentlb.strategies.base import ramping_up
+
+    clock = FakeClock()
+    tracker = AgentLoadTracker(clock)
+    for i in range(30):
+        agent = Agent(id=f"w{i}", name=f"W{i}", max_concurrency=4, weight=weights[i % len(weights)])
+        tracker.register(agent, registered_at=registered_at + i)
+        tracker.learn(TaskOutcome(agent.id, 0.5 + i / 10, i % 7 != 0, task_type="detect"), 1.0)
+    tracker.dispatch("w3", TaskRequest(task_type="detect", task_id="busy"))
+    snapshot = tracker.snapshot()
+    task = TaskRequest(task_type="detect")
+    balancer = Balancer(tracker, config=BalancerConfig(slow_start_window_s=30.0), seed=1)
+    pool = balancer.candidates(task, snapshot, columns=True)
+    view = candidate_view("detect", pool.states, snapshot)
+    assert view.columns.static.unit_weights == (weights == (1.0,))
+    assert ramping_up(view, snapshot.now, 30.0) == (registered_at > 0)
+    wrr = balancer.strategies["weighted_round_robin"]
+    expected = [wrr_weight(s, task, snapshot, 30.0) for s in pool.states]
+    assert wrr.weights_array(view, snapshot).tolist() == expected  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ import numpy as np
 from agentlb.domain import (
     COLUMNS_MIN_CANDIDATES_RICH,
     AgentState,
+    CandidateView,
     FleetSnapshot,
     PredictedCompletion,
     PredictionMapping,
@@ -166,17 +167,27 @@ def completion_arrays(
     snapshot: FleetSnapshot,
     predictor: Predictor,
 ) -> PredictionMapping:
-    """`completion_times` as arrays keyed by agent id, with the same arithmetic; the queueing
-    wait is computed only for agents whose slots are full (it is 0 elsewhere)."""
+    """`completion_times` as arrays keyed by agent id, with the same arithmetic."""
     service = predictor.predict_service(task, candidates, snapshot)
     view = candidate_view(task.task_type, candidates, snapshot)
     p50 = np.array(service.p50_s, dtype=np.float64)
     p90_raw = np.asarray(service.p90_s, dtype=np.float64)
     p90 = np.where(p50 > p90_raw, p50, p90_raw)  # Python's max(p90_raw, p50), NaN included
+    wait = queueing_waits(view, candidates, snapshot)
+    if wait is None:
+        return PredictionMapping(view, p50, p90, p50, p90, np.zeros(view.n))
+    return PredictionMapping(view, wait + p50, wait + p90, p50, p90, wait)
+
+
+def queueing_waits(
+    view: CandidateView, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+) -> np.ndarray | None:
+    """`expected_wait_s` of every candidate, computed only for those whose slots are full (it
+    is 0 elsewhere); None when no candidate's are."""
     full = (view.active >= view.max_concurrency).nonzero()[0]  # 1-D: flatnonzero without its wrapper
-    if full.size:
-        wait = np.zeros(view.n)
-        for i in full.tolist():
-            wait[i] = expected_wait_s(candidates[i], snapshot)
-        return PredictionMapping(view, wait + p50, wait + p90, p50, p90, wait)
-    return PredictionMapping(view, p50, p90, p50, p90, np.zeros(view.n))
+    if not full.size:
+        return None
+    wait = np.zeros(view.n)
+    for i in full.tolist():
+        wait[i] = expected_wait_s(candidates[i], snapshot)
+    return wait

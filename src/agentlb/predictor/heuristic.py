@@ -13,6 +13,7 @@ from agentlb.domain import (
     COL_TREND_CODE,
     COLUMNS_MIN_CANDIDATES_RICH,
     AgentState,
+    CandidateView,
     FleetSnapshot,
     TaskRequest,
     WorkloadTrend,
@@ -70,23 +71,22 @@ class HeuristicPredictor:
     version = "heuristic"
     source = "heuristic"
 
-    def predict_service(
+    def predict_median(
         self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
-    ) -> ServicePrediction:
-        """`heuristic_service_s` for every candidate as array arithmetic (same operations, same order)."""
+    ) -> np.ndarray:
+        """The p50 of `predict_service` alone (a first cut that never reads the p90)."""
         if len(candidates) < COLUMNS_MIN_CANDIDATES_RICH:  # agent by agent: cheaper for a few
-            p50_list = []
-            p90_list = []
-            for state in candidates:
-                median = heuristic_service_s(state, task.task_type, snapshot)
-                variance = state.ewma_variance_by_type.get(task.task_type)
-                p50_list.append(median)
-                p90_list.append(median + Z90 * math.sqrt(variance) if variance else median * UNKNOWN_SPREAD)
-            return ServicePrediction(
-                np.array(p50_list, dtype=np.float64), np.array(p90_list, dtype=np.float64)
+            return np.array(
+                [heuristic_service_s(state, task.task_type, snapshot) for state in candidates],
+                dtype=np.float64,
             )
-        task_type = task.task_type
-        view = candidate_view(task_type, candidates, snapshot)
+        return self._median_columns(
+            task.task_type, candidate_view(task.task_type, candidates, snapshot), snapshot
+        )
+
+    @staticmethod
+    def _median_columns(task_type: str, view: CandidateView, snapshot: FleetSnapshot) -> np.ndarray:
+        """`heuristic_service_s` for every candidate as array arithmetic (same operations, same order)."""
         base = snapshot.fleet_ewma_by_type.get(task_type) or snapshot.fleet_ewma_s or DEFAULT_SERVICE_S
         specialization = view.specialization(snapshot)
         fleet_s = snapshot.fleet_ewma_s
@@ -101,7 +101,27 @@ class HeuristicPredictor:
             raise ZeroDivisionError("float division by zero (specialization 0)")
         load_factor = 1.0 + LOAD_SENSITIVITY * view.load_score()
         trend_factor = TREND_FACTOR_BY_CODE[view.row(COL_TREND_CODE).astype(np.intp) + 1]
-        median = base * load_factor * trend_factor / specialization
+        median: np.ndarray = base * load_factor * trend_factor / specialization
+        return median
+
+    def predict_service(
+        self, task: TaskRequest, candidates: Sequence[AgentState], snapshot: FleetSnapshot
+    ) -> ServicePrediction:
+        """`heuristic_service_s` and its p90 for every candidate, as array arithmetic from
+        `COLUMNS_MIN_CANDIDATES_RICH` candidates on."""
+        if len(candidates) < COLUMNS_MIN_CANDIDATES_RICH:  # agent by agent: cheaper for a few
+            p50_list = []
+            p90_list = []
+            for state in candidates:
+                p50 = heuristic_service_s(state, task.task_type, snapshot)
+                variance = state.ewma_variance_by_type.get(task.task_type)
+                p50_list.append(p50)
+                p90_list.append(p50 + Z90 * math.sqrt(variance) if variance else p50 * UNKNOWN_SPREAD)
+            return ServicePrediction(
+                np.array(p50_list, dtype=np.float64), np.array(p90_list, dtype=np.float64)
+            )
+        view = candidate_view(task.task_type, candidates, snapshot)
+        median = self._median_columns(task.task_type, view, snapshot)
         variances = view.own_variance
         known = (variances != 0.0) & ~np.isnan(variances)
         if known.all():

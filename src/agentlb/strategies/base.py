@@ -97,6 +97,11 @@ def slow_start_factor(state: AgentState, now: float, window_s: float) -> float:
     return max(SLOW_START_MIN_FACTOR, age / window_s)
 
 
+def ramping_up(view: CandidateView, now: float, window_s: float) -> bool:
+    """Whether any candidate is still inside its slow-start window (its factor below 1)."""
+    return window_s > 0 and not bool(now - view.registered_at.max() >= window_s)  # NaN: ramping
+
+
 def slow_start_factors(view: CandidateView, now: float, window_s: float) -> np.ndarray:
     """`slow_start_factor` for every candidate."""
     if window_s <= 0:

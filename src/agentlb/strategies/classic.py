@@ -26,6 +26,7 @@ from agentlb.strategies.base import (
     Strategy,
     StrategyDecision,
     columns_pay_off,
+    ramping_up,
     register,
     scale_to_max,
     scale_to_max_array,
@@ -73,9 +74,11 @@ class WeightedRoundRobin(Strategy):
         """`wrr_weight` for every candidate, with the same arithmetic in the same order."""
         capacity = 1.0 - view.load_score()
         dynamic = np.maximum(view.success_rate * capacity * view.specialization(snapshot), MIN_WEIGHT)
-        weights: np.ndarray = (
-            dynamic * view.weight * slow_start_factors(view, snapshot.now, self.slow_start_window_s)
-        )
+        # x * 1.0 == x exactly: the static weights and the slow-start factors are applied only
+        # where they can differ from 1 (most fleets weigh every agent 1 and none is ramping up)
+        weights: np.ndarray = dynamic if view.columns.static.unit_weights else dynamic * view.weight
+        if ramping_up(view, snapshot.now, self.slow_start_window_s):
+            weights = weights * slow_start_factors(view, snapshot.now, self.slow_start_window_s)
         return weights
 
     def pick(self, weights: Mapping[str, float]) -> str:
