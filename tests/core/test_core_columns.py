@@ -288,7 +288,9 @@ def test_the_first_cut_median_is_the_heuristic_p50(n: int) -> None:
 
 
 @pytest.mark.parametrize(("weights", "registered_at"), [((1.0,), 0.0), ((0.5, 1.0, 2.0), 990.0)])
-def test_wrr_weights_skip_only_factors_of_exactly_one(weights: tuple[float, ...], registered_at: float) -> None:
+def test_wrr_weights_skip_only_factors_of_exactly_one(
+    weights: tuple[float, ...], registered_at: float
+) -> None:
     """Unit static weights and finished slow starts are skipped, not multiplied: same weights."""
     from agentlb.domain import candidate_view
     from agentlb.strategies.base import ramping_up
@@ -310,3 +312,39 @@ def test_wrr_weights_skip_only_factors_of_exactly_one(weights: tuple[float, ...]
     wrr = balancer.strategies["weighted_round_robin"]
     expected = [wrr_weight(s, task, snapshot, 30.0) for s in pool.states]
     assert wrr.weights_array(view, snapshot).tolist() == expected  # type: ignore[attr-defined]
+
+
+def test_in_flight_tuple_kept_by_dispatch_is_the_in_flight_tasks_in_order() -> None:
+    """Dispatches extend the state's in-flight tuple; completions (by id or oldest) and expiry
+    rebuild it: at every step it lists the open tasks in dispatch order."""
+    from agentlb.tracker import TrackerConfig
+
+    rng = random.Random(21)
+    clock = FakeClock()
+    tracker = AgentLoadTracker(clock, TrackerConfig(in_flight_expiry_s=5.0))
+    for agent_id in ("a", "b"):
+        tracker.register(Agent(id=agent_id, name=agent_id, max_concurrency=3), registered_at=0.0)
+    open_tasks: dict[str, list[str]] = {"a": [], "b": []}
+    dispatched_at: dict[str, float] = {}
+    for step in range(400):
+        clock.advance(rng.uniform(0.0, 0.3))
+        agent_id = rng.choice(("a", "b"))
+        move = rng.random()
+        if move < 0.55:
+            task_id = f"t{step}"
+            tracker.dispatch(agent_id, TaskRequest(task_type="t", task_id=task_id), 1.0)
+            open_tasks[agent_id].append(task_id)
+            dispatched_at[task_id] = clock.now
+        elif move < 0.8 and open_tasks[agent_id]:
+            task_id = rng.choice(open_tasks[agent_id])
+            tracker.complete(TaskOutcome(agent_id, 1.0, True, task_id, "t"))
+            open_tasks[agent_id].remove(task_id)
+        elif move < 0.9 and open_tasks[agent_id]:
+            tracker.complete(TaskOutcome(agent_id, 1.0, True, task_type="t"))  # the oldest
+            open_tasks[agent_id].pop(0)
+        else:
+            tracker.expire_stale(clock.now)
+            for ids in open_tasks.values():
+                ids[:] = [t for t in ids if dispatched_at[t] >= clock.now - 5.0]
+        for name, ids in open_tasks.items():
+            assert [t.task_id for t in tracker.snapshot().get(name).in_flight] == ids  # type: ignore[union-attr]
