@@ -300,11 +300,11 @@ class AgentLoadTracker:
             for record in self._agents.values():
                 stale = [t for t, e in record.in_flight.items() if e.dispatched_at < horizon]
                 for task_id in stale:
-                    record.in_flight_tuple = None
                     del record.in_flight[task_id]
                     del self._task_agent[task_id]
                     expired.append(task_id)
                 if stale:
+                    record.in_flight_tuple = None
                     self._invalidate(record)
             return expired
 

@@ -30,15 +30,17 @@ from agentlb.domain import (
     FleetSnapshot,
     TaskOutcome,
     TaskRequest,
+    candidate_view,
     load_trend,
 )
 from agentlb.errors import TaskAlreadyCompletedError, UnknownTaskError
 from agentlb.features import FeatureSpec, agent_state_features
-from agentlb.predictor.base import completion_times, expected_wait_s
+from agentlb.predictor.base import completion_arrays, completion_times, expected_wait_s, queueing_waits
 from agentlb.predictor.heuristic import HeuristicPredictor, heuristic_service_s
 from agentlb.strategies import STRATEGY_NAMES
+from agentlb.strategies.base import ramping_up
 from agentlb.strategies.classic import PeakEwma, PowerOfTwo, adjusted_load, resource_score, wrr_weight
-from agentlb.tracker import AgentLoadTracker
+from agentlb.tracker import AgentLoadTracker, TrackerConfig
 
 TYPES = ("detect", "summarise", "triage", "rare")
 
@@ -271,9 +273,6 @@ def test_candidate_list_from_another_snapshot_is_scored_from_its_own_states() ->
 def test_the_first_cut_median_is_the_heuristic_p50(n: int) -> None:
     """The shortlist's first cut reads only the p50: it must be the p50 `predict_service` gives,
     and with the queueing wait, `completion_arrays`' p50, to the last bit."""
-    from agentlb.domain import candidate_view
-    from agentlb.predictor.base import completion_arrays, queueing_waits
-
     balancer, _ = _busy_fleet(n, seed=12, steps=400)
     snapshot = balancer.tracker.snapshot()
     heuristic = HeuristicPredictor()
@@ -292,9 +291,6 @@ def test_wrr_weights_skip_only_factors_of_exactly_one(
     weights: tuple[float, ...], registered_at: float
 ) -> None:
     """Unit static weights and finished slow starts are skipped, not multiplied: same weights."""
-    from agentlb.domain import candidate_view
-    from agentlb.strategies.base import ramping_up
-
     clock = FakeClock()
     tracker = AgentLoadTracker(clock)
     for i in range(30):
@@ -317,8 +313,6 @@ def test_wrr_weights_skip_only_factors_of_exactly_one(
 def test_in_flight_tuple_kept_by_dispatch_is_the_in_flight_tasks_in_order() -> None:
     """Dispatches extend the state's in-flight tuple; completions (by id or oldest) and expiry
     rebuild it: at every step it lists the open tasks in dispatch order."""
-    from agentlb.tracker import TrackerConfig
-
     rng = random.Random(21)
     clock = FakeClock()
     tracker = AgentLoadTracker(clock, TrackerConfig(in_flight_expiry_s=5.0))

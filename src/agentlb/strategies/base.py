@@ -102,12 +102,15 @@ def ramping_up(view: CandidateView, now: float, window_s: float) -> bool:
     return window_s > 0 and not bool(now - view.registered_at.max() >= window_s)  # NaN: ramping
 
 
-def slow_start_factors(view: CandidateView, now: float, window_s: float) -> np.ndarray:
-    """`slow_start_factor` for every candidate."""
-    if window_s <= 0:
-        return np.ones(view.n)
+def slow_started(values: np.ndarray, view: CandidateView, now: float, window_s: float) -> np.ndarray:
+    """`values` times each candidate's `slow_start_factor`; `values` themselves when no
+    candidate is ramping up (x * 1.0 == x exactly, so the result is the same)."""
+    if not ramping_up(view, now, window_s):
+        return values
     age = now - view.registered_at
-    return np.where(age >= window_s, 1.0, np.maximum(SLOW_START_MIN_FACTOR, age / window_s))
+    factors = np.where(age >= window_s, 1.0, np.maximum(SLOW_START_MIN_FACTOR, age / window_s))
+    scaled: np.ndarray = values * factors
+    return scaled
 
 
 def scale_to_max_array(values: np.ndarray) -> np.ndarray:

@@ -26,12 +26,11 @@ from agentlb.strategies.base import (
     Strategy,
     StrategyDecision,
     columns_pay_off,
-    ramping_up,
     register,
     scale_to_max,
     scale_to_max_array,
     slow_start_factor,
-    slow_start_factors,
+    slow_started,
 )
 
 MIN_WEIGHT = 0.1
@@ -76,10 +75,8 @@ class WeightedRoundRobin(Strategy):
         dynamic = np.maximum(view.success_rate * capacity * view.specialization(snapshot), MIN_WEIGHT)
         # x * 1.0 == x exactly: the static weights and the slow-start factors are applied only
         # where they can differ from 1 (most fleets weigh every agent 1 and none is ramping up)
-        weights: np.ndarray = dynamic if view.columns.static.unit_weights else dynamic * view.weight
-        if ramping_up(view, snapshot.now, self.slow_start_window_s):
-            weights = weights * slow_start_factors(view, snapshot.now, self.slow_start_window_s)
-        return weights
+        weights = dynamic if view.columns.static.unit_weights else dynamic * view.weight
+        return slow_started(weights, view, snapshot.now, self.slow_start_window_s)
 
     def pick(self, weights: Mapping[str, float]) -> str:
         return self.pick_lists(list(weights), list(weights.values()))
@@ -295,7 +292,7 @@ class PowerOfTwo(_TwoChoices):
                 chosen, scaled, scaled[chosen], detail=f"better of {len(sampled)} sampled"
             )
         view = candidate_view(task.task_type, candidates, snapshot)
-        weight = view.weight * slow_start_factors(view, snapshot.now, self.slow_start_window_s)
+        weight = slow_started(view.weight, view, snapshot.now, self.slow_start_window_s)
         raw = weight / (view.active + 1.0) ** self.active_request_bias
         pair = self.two_positions(view.n)
         chosen = self.argmax({view.id_at(i): float(raw[i]) for i in pair})
