@@ -11,6 +11,7 @@ import math
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -188,7 +189,14 @@ class AgentState:
 
         def __getattr__(self, name: str) -> Any:
             """`trend_slope` / `workload_trend` of a tracker-built state come from its trend
-            cell on first read (then stored like any field)."""
+            cell, and `in_flight` from the tracker's dispatch-order list (the first `length`
+            entries), on first read; then they are stored like any field."""
+            if name == "in_flight":
+                source: tuple[list[InFlightTask], int] | None = self.__dict__.get("_in_flight_log")
+                if source is not None:
+                    value = tuple(islice(source[0], source[1]))
+                    self.__dict__["in_flight"] = value
+                    return value
             if name in _LAZY_TREND_FIELDS:
                 cell = self.__dict__.get("_trend_cell")
                 if cell is not None:
@@ -199,11 +207,13 @@ class AgentState:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled/copied with its trend resolved, like an eagerly built state."""
+        """Pickled/copied with its trend and in-flight tasks resolved, like an eagerly built state."""
         state = dict(self.__dict__)
         cell = state.pop("_trend_cell", None)
         if cell is not None:
             state["trend_slope"], state["workload_trend"] = cell.get()
+        if state.pop("_in_flight_log", None) is not None:
+            state["in_flight"] = self.in_flight
         return state
 
     @property

@@ -60,10 +60,12 @@ class _AgentRecord:
     registered_at: float
     history_only: bool = False
     in_flight: dict[str, InFlightTask] = field(default_factory=dict)
-    # `in_flight`'s values as a tuple (what a state holds), extended by each dispatch and
-    # rebuilt after a removal: tuple + (entry,) copies pointers, while tuple(dict.values())
-    # walks the dict, which made an agent holding thousands of tasks slow to snapshot.
-    in_flight_tuple: tuple[InFlightTask, ...] | None = ()
+    # `in_flight`'s values in dispatch order, appended to by each dispatch and replaced by a new
+    # list after a removal. A state holds (list, length) and reads its tuple only when asked
+    # (`AgentState.in_flight`): appends leave the prefix a state saw unchanged, and only an
+    # agent whose slots are full is ever asked, so an agent holding thousands of tasks costs
+    # nothing per dispatch.
+    in_flight_log: list[InFlightTask] | None = field(default_factory=list)
     completed: int = 0
     failed: int = 0
     success_rate: float = 1.0
@@ -175,8 +177,8 @@ class AgentLoadTracker:
             now = self.clock() if dispatched_at is None else dispatched_at
             entry = InFlightTask(task.task_id, task.task_type, now, predicted_service_s)
             record.in_flight[task.task_id] = entry
-            if record.in_flight_tuple is not None:
-                record.in_flight_tuple += (entry,)
+            if record.in_flight_log is not None:
+                record.in_flight_log.append(entry)
             self._task_agent[task.task_id] = agent_id
             record.load_samples.append((now, len(record.in_flight)))
             record.trend_cell = None
@@ -208,7 +210,7 @@ class AgentLoadTracker:
             task_type = outcome.task_type or (entry.task_type if entry else None)
             if entry is not None:
                 del record.in_flight[entry.task_id]
-                record.in_flight_tuple = None
+                record.in_flight_log = None
                 del self._task_agent[entry.task_id]
                 self._remember_finished(entry.task_id, outcome.agent_id, outcome)
             self._observe(record, outcome, task_type, now)
@@ -304,7 +306,7 @@ class AgentLoadTracker:
                     del self._task_agent[task_id]
                     expired.append(task_id)
                 if stale:
-                    record.in_flight_tuple = None
+                    record.in_flight_log = None
                     self._invalidate(record)
             return expired
 
@@ -542,17 +544,17 @@ class AgentLoadTracker:
                     "ejected_until": record.ejected_until,
                     "times_ejected": record.times_ejected,
                     "registered_at": record.registered_at,
-                    "in_flight": self._in_flight_of(record),
+                    "_in_flight_log": self._in_flight_of(record),
                 },
             )
         return record.cached
 
     @staticmethod
-    def _in_flight_of(record: _AgentRecord) -> tuple[InFlightTask, ...]:
-        found = record.in_flight_tuple
-        if found is None:
-            found = record.in_flight_tuple = tuple(record.in_flight.values())
-        return found
+    def _in_flight_of(record: _AgentRecord) -> tuple[list[InFlightTask], int]:
+        log = record.in_flight_log
+        if log is None:
+            log = record.in_flight_log = list(record.in_flight.values())
+        return log, len(log)
 
     def _fleet_ewmas(self) -> tuple[dict[str, float], float | None]:
         """Mean over agents of their EWMA per task type and overall."""

@@ -310,9 +310,10 @@ def test_wrr_weights_skip_only_factors_of_exactly_one(
     assert wrr.weights_array(view, snapshot).tolist() == expected  # type: ignore[attr-defined]
 
 
-def test_in_flight_tuple_kept_by_dispatch_is_the_in_flight_tasks_in_order() -> None:
-    """Dispatches extend the state's in-flight tuple; completions (by id or oldest) and expiry
-    rebuild it: at every step it lists the open tasks in dispatch order."""
+def test_in_flight_list_kept_by_dispatch_is_the_in_flight_tasks_in_order() -> None:
+    """Dispatches append to the agent's in-flight list; completions (by id or oldest) and expiry
+    rebuild it: at every step a state lists the open tasks in dispatch order, and a state read
+    only after later dispatches still lists those open when it was taken."""
     rng = random.Random(21)
     clock = FakeClock()
     tracker = AgentLoadTracker(clock, TrackerConfig(in_flight_expiry_s=5.0))
@@ -320,6 +321,7 @@ def test_in_flight_tuple_kept_by_dispatch_is_the_in_flight_tasks_in_order() -> N
         tracker.register(Agent(id=agent_id, name=agent_id, max_concurrency=3), registered_at=0.0)
     open_tasks: dict[str, list[str]] = {"a": [], "b": []}
     dispatched_at: dict[str, float] = {}
+    unread: list[tuple[AgentState, list[str]]] = []
     for step in range(400):
         clock.advance(rng.uniform(0.0, 0.3))
         agent_id = rng.choice(("a", "b"))
@@ -340,5 +342,11 @@ def test_in_flight_tuple_kept_by_dispatch_is_the_in_flight_tasks_in_order() -> N
             tracker.expire_stale(clock.now)
             for ids in open_tasks.values():
                 ids[:] = [t for t in ids if dispatched_at[t] >= clock.now - 5.0]
+        if step % 7 == 0:  # states read later must still show what was open when they were taken
+            unread.append((tracker.state("a"), list(open_tasks["a"])))
         for name, ids in open_tasks.items():
             assert [t.task_id for t in tracker.snapshot().get(name).in_flight] == ids  # type: ignore[union-attr]
+    assert len(unread) > 50
+    for state, ids in unread:
+        assert [t.task_id for t in state.in_flight] == ids
+        assert [t.task_id for t in copy.deepcopy(state).in_flight] == ids
