@@ -13,7 +13,16 @@ from typer.testing import CliRunner
 from agentlb.cli import app
 from agentlb.errors import BenchmarkLimitError, SimulationError
 from agentlb.history import validate_history
-from agentlb.sim.benchmark import BenchmarkConfig, run_benchmark
+from agentlb.sim.benchmark import (
+    SERVED_WARMUP_MIN_TASKS,
+    WARMUP_SERVED_STRATEGY,
+    WARMUP_STRATEGY,
+    BenchmarkConfig,
+    build_workload,
+    load_model_fitter,
+    run_benchmark,
+    warmup_histories,
+)
 
 SMALL = BenchmarkConfig(
     scenarios=("heterogeneous", "flaky"),
@@ -150,3 +159,33 @@ def test_model_predictor_is_fitted_on_a_separate_warmup_segment() -> None:
     assert predictive["predictor"] == "model"
     assert predictive["warmup_tasks"] == 400
     assert predictive["model_versions"] and predictive["model_versions"] != ["heuristic"]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("agentlb.training.quick") is None,
+    reason="agentlb.training.quick (fit_predictor) is not available",
+)
+def test_the_warmup_is_served_by_least_connection_then_again_by_a_first_model() -> None:
+    config = BenchmarkConfig(scenarios=("specialists",), tasks=100, predictor="model", warmup_tasks=400)
+    workload = build_workload(config, "specialists", 3)
+    first, served = warmup_histories(workload.fleet, workload.warmup, 3, load_model_fitter())
+    assert len(first) == len(served) == 400
+    assert set(first["strategy"]) == {WARMUP_STRATEGY}
+    assert set(first["model_version"].fillna("")) <= {"", "heuristic"}
+    assert set(served["strategy"]) == {WARMUP_SERVED_STRATEGY}
+    versions = set(served["model_version"])
+    assert len(versions) == 1 and versions.pop().startswith("quick-")
+    assert sorted("served-" + first["task_id"]) == sorted(served["task_id"])
+    # the same tasks placed by the first model: most run on an agent at home with their type
+    specs = {spec.id: spec for spec in workload.fleet}
+
+    def home_share(frame: pd.DataFrame) -> float:
+        pairs = zip(frame["agent_id"], frame["task_type"], strict=True)
+        return sum(specs[a].speed_for(t) > 1.0 for a, t in pairs) / len(frame)
+
+    assert home_share(served) > max(0.6, home_share(first) + 0.2)
+
+    short = warmup_histories(
+        workload.fleet, workload.warmup[: SERVED_WARMUP_MIN_TASKS - 1], 3, load_model_fitter()
+    )
+    assert len(short) == 1 and set(short[0]["strategy"]) == {WARMUP_STRATEGY}

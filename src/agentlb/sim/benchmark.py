@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlb.errors import BenchmarkLimitError, SimulationError
 from agentlb.predictor.base import Predictor, PredictorRef
@@ -27,9 +27,14 @@ from agentlb.sim.simulator import ORACLE, SIM_STRATEGIES, RunConfig, history_fra
 from agentlb.sim.trace import read_trace, tasks_from_trace
 from agentlb.sim.workload import SimTask
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 PREDICTORS = ("heuristic", "model")
 BASELINE = "power_of_two"
 WARMUP_STRATEGY = "least_connection"
+WARMUP_SERVED_STRATEGY = "predictive"
+SERVED_WARMUP_MIN_TASKS = 200
 WARMUP_SEED_OFFSET = 1_000_003
 Progress = Callable[[int, int, str], None]
 
@@ -147,14 +152,58 @@ def _renumber(task: SimTask, index: int, arrival_s: float, prefix: str = "") -> 
 def fit_warmup_predictor(
     fleet: Sequence[SimAgentSpec], warmup: Sequence[SimTask], seed: int
 ) -> tuple[PredictorRef, int]:
-    """The fair protocol (issue 7): a classical strategy runs the warm-up segment, a model is
-    fitted on its history only, and that model serves the evaluation segment."""
+    """The fair protocol (issue 7): a model is fitted on the warm-up segment's history only,
+    and that model serves the evaluation segment. Returns it with the number of warm-up tasks.
+
+    The warm-up runs as the service's own life does, a first model and then one retrain on
+    served history: `least_connection` serves the warm-up tasks and a first model is fitted on
+    that history; the same tasks are served again by `predictive` with that first model; the
+    final model is fitted on both histories. A model fitted on a classical strategy's history
+    alone never sees the rows its own choices produce (an agent picked on one or two
+    lucky-fast samples of a task type); the served history shows it what they cost. Warm-ups
+    shorter than `SERVED_WARMUP_MIN_TASKS` are served by `least_connection` alone.
+    """
     fitter = load_model_fitter()
+    histories = warmup_histories(fleet, warmup, seed, fitter)
+    if len(histories) == 1:
+        frame = histories[0]
+    else:
+        import pandas as pd
+
+        frame = pd.concat(histories, ignore_index=True)
+    return PredictorRef(fitter(frame, seed)), len(histories[0])
+
+
+def warmup_histories(
+    fleet: Sequence[SimAgentSpec],
+    warmup: Sequence[SimTask],
+    seed: int,
+    fitter: Callable[[Any, int], Predictor],
+) -> list[pd.DataFrame]:
+    """The warm-up tasks' histories as `fit_warmup_predictor` runs them: served by
+    `least_connection`, then (past `SERVED_WARMUP_MIN_TASKS`) by `predictive` with a model
+    fitted on the first; the second history's task ids carry the prefix `served-`."""
     if not warmup:
         raise SimulationError("the model protocol needs warm-up tasks (--warmup-tasks > 0)")
-    result = simulate(fleet, warmup, RunConfig(WARMUP_STRATEGY, seed, warmup_share=0.0, collect_history=True))
-    frame = history_frame(result.history)
-    return PredictorRef(fitter(frame, seed)), len(frame)
+    first = _run_history(fleet, warmup, WARMUP_STRATEGY, seed)
+    if len(warmup) < SERVED_WARMUP_MIN_TASKS:
+        return [first]
+    first_model = PredictorRef(fitter(first, seed))
+    again = [_renumber(t, t.index, t.arrival_s, "served-") for t in warmup]
+    return [first, _run_history(fleet, again, WARMUP_SERVED_STRATEGY, seed, first_model)]
+
+
+def _run_history(
+    fleet: Sequence[SimAgentSpec],
+    tasks: Sequence[SimTask],
+    strategy: str,
+    seed: int,
+    predictor: PredictorRef | None = None,
+) -> pd.DataFrame:
+    result = simulate(
+        fleet, tasks, RunConfig(strategy, seed, warmup_share=0.0, collect_history=True), predictor
+    )
+    return history_frame(result.history)
 
 
 def single_threaded() -> contextlib.AbstractContextManager[Any]:

@@ -37,7 +37,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"{config['seeds']} seeds x {config['tasks']} tasks per run (first 10% excluded as warm-up); "
         f"predictor for `predictive`/`hybrid`: **{predictor}**"
         + (
-            f" (fitted on {config['warmup_tasks']} warm-up tasks run with least_connection)"
+            f" (fitted on {config['warmup_tasks']} warm-up tasks served by least_connection, then"
+            " again by predictive with a first model)"
             if predictor == "model"
             else ""
         )
