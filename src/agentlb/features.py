@@ -20,6 +20,7 @@ from agentlb.domain import (
     COL_CPU,
     COL_EWMA_S,
     COL_MEMORY,
+    COL_PEAK_STAMP,
     COL_SUCCESS_RATE,
     COL_TREND_SLOPE,
     AgentState,
@@ -34,10 +35,14 @@ from agentlb.domain import (
 if TYPE_CHECKING:
     import pandas as pd
 
-FEATURE_VERSION = "1"
+FEATURE_VERSION = "2"
 NAN = float("nan")
 
 # Agent state at dispatch, in this order. Missing knowledge is NaN (LightGBM's "missing").
+# `agent_since_completion_s` is how old the agent's EWMAs are: the time since its last
+# successful completion (NaN before the first). An agent that slowed down and has since
+# recovered keeps its high EWMAs until it completes work again; their age lets the model tell
+# stale evidence from fresh (version 2).
 AGENT_STATE_FEATURES: tuple[str, ...] = (
     "agent_in_flight",
     "agent_max_concurrency",
@@ -51,6 +56,7 @@ AGENT_STATE_FEATURES: tuple[str, ...] = (
     "agent_trend_slope",
     "agent_fleet_ewma_type_s",
     "agent_specialization",
+    "agent_since_completion_s",
 )
 
 # History-file columns that are not task attributes (DESIGN.md contract plus dispatch
@@ -97,6 +103,9 @@ def agent_state_features(state: AgentState, task_type: str, snapshot: FleetSnaps
         "agent_trend_slope": state.trend_slope,
         "agent_fleet_ewma_type_s": _opt(fleet_type),
         "agent_specialization": specialization,
+        "agent_since_completion_s": (
+            NAN if state.ewma_duration_s is None else max(snapshot.now - state.peak_ewma_stamp, 0.0)
+        ),
     }
 
 
@@ -245,6 +254,7 @@ class FeatureSpec:
     ) -> tuple[np.ndarray | float, ...]:
         """`agent_state_features` as columns, in AGENT_STATE_FEATURES order."""
         own = view.own_ewma
+        ewma = view.row(COL_EWMA_S)
         fleet_type = snapshot.fleet_ewma_by_type.get(task_type)
         if fleet_type:  # fleet / own where both are truthy (own: known and non-zero), else NaN
             specialization = np.full(view.n, NAN)
@@ -256,7 +266,7 @@ class FeatureSpec:
             view.max_concurrency,
             view.load_score(),
             own,
-            view.row(COL_EWMA_S),
+            ewma,
             view.samples,
             view.row(COL_SUCCESS_RATE),
             view.row(COL_CPU),
@@ -264,6 +274,7 @@ class FeatureSpec:
             view.row(COL_TREND_SLOPE),
             _opt(fleet_type),
             specialization,
+            np.where(np.isnan(ewma), NAN, np.maximum(snapshot.now - view.row(COL_PEAK_STAMP), 0.0)),
         )
 
     def _agent_codes(self, view: CandidateView) -> np.ndarray:

@@ -34,7 +34,7 @@ from agentlb.domain import (
     load_trend,
 )
 from agentlb.errors import TaskAlreadyCompletedError, UnknownTaskError
-from agentlb.features import FeatureSpec, agent_state_features
+from agentlb.features import AGENT_STATE_FEATURES, FeatureSpec, agent_state_features
 from agentlb.predictor.base import completion_arrays, completion_times, expected_wait_s, queueing_waits
 from agentlb.predictor.heuristic import HeuristicPredictor, heuristic_service_s
 from agentlb.strategies import STRATEGY_NAMES
@@ -219,6 +219,36 @@ def test_serving_encoding_equals_row_by_row_features() -> None:
         rows = [agent_state_features(s, "triage", snapshot) for s in candidates]
         by_rows = spec.encode_candidates(task, candidates, snapshot, state_rows=rows)
         assert _same(spec.encode_candidates(task, candidates, snapshot), by_rows)
+
+
+def test_evidence_age_is_the_time_since_the_last_successful_completion() -> None:
+    """`agent_since_completion_s`: NaN before any success, then the seconds since the last
+    one; a failure tells nothing about speed and leaves it growing. Rows and columns agree."""
+    clock = FakeClock()
+    tracker = AgentLoadTracker(clock)
+    for agent_id in ("a", "b"):
+        tracker.register(Agent(id=agent_id, name=agent_id), registered_at=0.0)
+    spec = FeatureSpec.from_frame(pd.DataFrame({"task_type": ["t"], "agent_id": ["a"], "duration_s": [1.0]}))
+    column = 2 + AGENT_STATE_FEATURES.index("agent_since_completion_s")
+
+    def ages() -> list[float]:
+        snapshot = tracker.snapshot()
+        rows = [agent_state_features(s, "t", snapshot)["agent_since_completion_s"] for s in snapshot.agents]
+        encoded = spec.encode_candidates(TaskRequest(task_type="t"), list(snapshot.agents), snapshot)
+        assert _same(encoded[:, column], np.array(rows))
+        return rows
+
+    clock.advance(5.0)
+    assert all(math.isnan(v) for v in ages())
+    tracker.complete(TaskOutcome("a", 2.0, True, task_type="t"))
+    clock.advance(3.0)
+    tracker.complete(TaskOutcome("a", 2.0, False, task_type="t"))
+    tracker.complete(TaskOutcome("b", 2.0, False, task_type="t"))
+    clock.advance(1.5)
+    got = ages()
+    assert got[0] == pytest.approx(4.5) and math.isnan(got[1])
+    tracker.complete(TaskOutcome("a", 2.0, True, task_type="t"))
+    assert ages()[0] == 0.0
 
 
 def test_hot_path_objects_equal_normally_built_ones() -> None:

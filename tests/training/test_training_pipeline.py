@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from agentlb.errors import TrainingInProgressError
+from agentlb.features import FEATURE_VERSION
 from agentlb.predictor.model import ModelPredictor
 from agentlb.settings import MODEL_NAME, Settings
 from agentlb.training.config import GateConfig, HGBConfig, LightGBMConfig, TrainingConfig
@@ -55,7 +56,7 @@ def test_train_logs_registers_promotes_and_exports(
         assert logged.metrics["mae"] == pytest.approx(candidate["mae"])
         assert {"rmse", "mape", "median_ape", "p90_pinball", "p90_coverage", "train_s"} <= set(logged.metrics)
         assert logged.tags["data.data_hash"] == summary["data_hash"]
-        assert logged.tags["data.feature_version"] == "1"
+        assert logged.tags["data.feature_version"] == FEATURE_VERSION
     lgb_run = by_name["lightgbm"].info.run_id
     artifacts = {a.path for a in client.list_artifacts(lgb_run)}
     assert {"bundle", "plots"} <= artifacts

@@ -14,12 +14,13 @@ import pytest
 from agentlb.balancer import Balancer, BalancerConfig
 from agentlb.domain import Agent, TaskOutcome, TaskRequest
 from agentlb.errors import ModelLoadError
-from agentlb.features import FeatureSpec
+from agentlb.features import FEATURE_VERSION, FeatureSpec
 from agentlb.predictor.base import PredictorRef
 from agentlb.predictor.model import ModelPredictor
 from agentlb.tracker import AgentLoadTracker
 from agentlb.training.bundle import export_bundle
 from agentlb.training.quick import fit_predictor
+from agentlb.training.synthetic import default_fleet
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_bundle_round_trip_gives_identical_predictions(
     loaded = ModelPredictor.from_bundle(bundle)
     assert loaded.version == "v7"
     assert loaded.metrics == {"mae": 1.5, "p90_coverage": 0.9}
-    assert loaded.describe()["feature_version"] == "1"
+    assert loaded.describe()["feature_version"] == FEATURE_VERSION
     tail = history.tail(200)
     np.testing.assert_allclose(loaded.predict_frame(tail).p50_s, predictor.predict_frame(tail).p50_s)
     np.testing.assert_allclose(loaded.predict_frame(tail).p90_s, predictor.predict_frame(tail).p90_s)
@@ -156,17 +157,15 @@ def test_bigger_tasks_are_predicted_to_take_longer(predictor: ModelPredictor) ->
 
 
 def test_quick_fit_serves_with_agent_differences(predictor: ModelPredictor, history: pd.DataFrame) -> None:
-    """The simulated fleet has specialists: the model must rank agents, not only task types."""
-    rows = pd.DataFrame(
-        {
-            "task_type": "video_analysis",
-            "agent_id": [f"agent-{i}" for i in range(6)],
-            "input_tokens": 1000,
-            "complexity": "medium",
-        }
-    )
-    p50 = predictor.predict_frame(rows).p50_s
-    assert p50.max() > 1.5 * p50.min()
+    """The simulated fleet has specialists: with the state each agent had at its last dispatch
+    of a type, and the same task, the model ranks the agents fast at it ahead of the slow."""
+    fleet = default_fleet(seed=1)  # the fleet `history` was simulated on
+    last = history[history["task_type"] == "video_analysis"].groupby("agent_id").tail(1)
+    rows = last.assign(input_tokens=1000, complexity="medium").sort_values("agent_id")
+    p50 = dict(zip(rows["agent_id"], predictor.predict_frame(rows).p50_s, strict=True))
+    fast = [p50[a.agent_id] for a in fleet if a.speed_by_type["video_analysis"] > 1.5]
+    slow = [p50[a.agent_id] for a in fleet if a.speed_by_type["video_analysis"] < 1.0]
+    assert fast and slow and 2 * max(fast) < min(slow)
 
 
 def _large_fleet(predictor: ModelPredictor, shortlist: int) -> Balancer:
