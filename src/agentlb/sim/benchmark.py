@@ -163,14 +163,11 @@ def fit_warmup_predictor(
     lucky-fast samples of a task type); the served history shows it what they cost. Warm-ups
     shorter than `SERVED_WARMUP_MIN_TASKS` are served by `least_connection` alone.
     """
+    import pandas as pd
+
     fitter = load_model_fitter()
     histories = warmup_histories(fleet, warmup, seed, fitter)
-    if len(histories) == 1:
-        frame = histories[0]
-    else:
-        import pandas as pd
-
-        frame = pd.concat(histories, ignore_index=True)
+    frame = pd.concat(histories, ignore_index=True)
     return PredictorRef(fitter(frame, seed)), len(histories[0])
 
 
