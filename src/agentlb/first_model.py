@@ -1,9 +1,11 @@
 """A first model for a fresh installation: simulate the demo fleet, train, promote, export.
 
 `make serve` ends with a model-backed service: when no champion can be loaded, this
-simulates a history of the fleet in `examples/fleet.yaml` under the surveillance task mix
-(least_connection spreads tasks over every capable agent, so the model sees every
-agent-type pair), trains on it with the full pipeline, and exports the champion bundle.
+simulates a history of the fleet in `examples/fleet.yaml` under the surveillance task mix,
+trains on it with the full pipeline, and exports the champion bundle. The history is the
+benchmark's warm-up (`agentlb.sim.benchmark.warmup_histories`): least_connection spreads the
+tasks over every capable agent, so the model sees every agent-type pair, then predictive
+serves them again with a quick first model, so it also sees what its own picks cost.
 """
 
 from __future__ import annotations
@@ -47,18 +49,20 @@ def ensure_first_model(
     if existing is not None:
         say(f"model: {existing} loads from {settings.model_uri}", 1.0)
         return FirstModelReport(False, existing, "a champion already loads")
+    import pandas as pd
+
+    from agentlb.sim.benchmark import load_model_fitter, single_threaded, warmup_histories
     from agentlb.sim.fleet import load_fleet
     from agentlb.sim.scenarios import get_scenario
-    from agentlb.sim.simulator import RunConfig, history_frame, simulate
     from agentlb.training.pipeline import run_training
 
-    say(f"model: none loads; simulating {tasks} tasks on {fleet_file}", 0.0)
+    say(f"model: none loads; simulating {tasks} tasks on {fleet_file}, twice", 0.0)
     fleet = load_fleet(fleet_file)
     fleet, simulated = get_scenario("surveillance").build(FIRST_MODEL_SEED, tasks, fleet=fleet)
-    run = RunConfig("least_connection", FIRST_MODEL_SEED, warmup_share=0.0, collect_history=True)
-    result = simulate(fleet, simulated, run)
-    frame = history_frame(result.history)
-    say(f"model: training on {len(frame)} simulated tasks", 0.2)
+    with single_threaded():
+        histories = warmup_histories(fleet, simulated, FIRST_MODEL_SEED, load_model_fitter())
+    frame = pd.concat(histories, ignore_index=True)
+    say(f"model: training on {len(frame)} simulated dispatches", 0.2)
 
     def stage(message: str, fraction: float) -> None:
         say(f"model: {message}", 0.2 + 0.8 * fraction)
