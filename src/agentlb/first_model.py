@@ -56,7 +56,7 @@ def ensure_first_model(
     from agentlb.sim.scenarios import get_scenario
     from agentlb.training.pipeline import run_training
 
-    say(f"model: none loads; simulating {tasks} tasks on {fleet_file}, twice", 0.0)
+    say(f"model: none loads; simulating {tasks} tasks on {fleet_file}", 0.0)
     fleet = load_fleet(fleet_file)
     fleet, simulated = get_scenario("surveillance").build(FIRST_MODEL_SEED, tasks, fleet=fleet)
     with single_threaded():

@@ -23,6 +23,7 @@ from agentlb.sim.benchmark import (
     run_benchmark,
     warmup_histories,
 )
+from agentlb.sim.report import render_markdown
 
 SMALL = BenchmarkConfig(
     scenarios=("heterogeneous", "flaky"),
@@ -154,10 +155,14 @@ def test_model_predictor_is_fitted_on_a_separate_warmup_segment() -> None:
         predictor="model",
         warmup_tasks=400,
     )
-    runs = run_benchmark(config)["runs"]
+    results = run_benchmark(config)
+    runs = results["runs"]
     predictive = next(r for r in runs if r["strategy"] == "predictive")
     assert predictive["predictor"] == "model"
     assert predictive["warmup_tasks"] == 400
+    assert "400 warm-up tasks served by least_connection, then again by predictive" in render_markdown(
+        results
+    )
     assert predictive["model_versions"] and predictive["model_versions"] != ["heuristic"]
 
 

@@ -122,9 +122,9 @@ def expected_wait_s(state: AgentState, snapshot: FleetSnapshot) -> float:
     up; for a backlog longer than `EXACT_QUEUE_LIMIT`, the fluid drain time approximates it.
     """
     slots = state.agent.max_concurrency
-    in_flight = state.in_flight
-    if len(in_flight) < slots:
+    if state.active_tasks < slots:  # before reading `in_flight`, which a state builds on first read
         return 0.0
+    in_flight = state.in_flight
     now = snapshot.now
     free_at: list[float] = []
     for entry in in_flight[:slots]:

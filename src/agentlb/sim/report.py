@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agentlb.sim.benchmark import SERVED_WARMUP_MIN_TASKS
+
 
 def _f(value: Any, digits: int = 2) -> str:
     if value is None:
@@ -37,8 +39,12 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"{config['seeds']} seeds x {config['tasks']} tasks per run (first 10% excluded as warm-up); "
         f"predictor for `predictive`/`hybrid`: **{predictor}**"
         + (
-            f" (fitted on {config['warmup_tasks']} warm-up tasks served by least_connection, then"
-            " again by predictive with a first model)"
+            f" (fitted on {config['warmup_tasks']} warm-up tasks served by least_connection"
+            + (
+                ", then again by predictive with a first model)"
+                if config["warmup_tasks"] >= SERVED_WARMUP_MIN_TASKS
+                else ")"
+            )
             if predictor == "model"
             else ""
         )
