@@ -110,16 +110,12 @@ class HeuristicPredictor:
         """`heuristic_service_s` and its p90 for every candidate, as array arithmetic from
         `COLUMNS_MIN_CANDIDATES_RICH` candidates on."""
         if len(candidates) < COLUMNS_MIN_CANDIDATES_RICH:  # agent by agent: cheaper for a few
-            p50_list = []
+            p50 = self.predict_median(task, candidates, snapshot)
             p90_list = []
-            for state in candidates:
-                p50 = heuristic_service_s(state, task.task_type, snapshot)
+            for state, median in zip(candidates, p50.tolist(), strict=True):
                 variance = state.ewma_variance_by_type.get(task.task_type)
-                p50_list.append(p50)
-                p90_list.append(p50 + Z90 * math.sqrt(variance) if variance else p50 * UNKNOWN_SPREAD)
-            return ServicePrediction(
-                np.array(p50_list, dtype=np.float64), np.array(p90_list, dtype=np.float64)
-            )
+                p90_list.append(median + Z90 * math.sqrt(variance) if variance else median * UNKNOWN_SPREAD)
+            return ServicePrediction(p50, np.array(p90_list, dtype=np.float64))
         view = candidate_view(task.task_type, candidates, snapshot)
         median = self._median_columns(task.task_type, view, snapshot)
         variances = view.own_variance
