@@ -3,7 +3,6 @@ AGENTLB_TEST_POSTGRES_URL answers), through Starlette's TestClient."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from agentlb.api import create_app
 from agentlb.settings import load_settings
-from postgres_support import postgres_skip_reason, postgres_url, psycopg_dsn
+from postgres_support import OwnDatabase, postgres_skip_reason
 
 FLEET = [
     {
@@ -32,81 +31,26 @@ FLEET = [
 ]
 
 
-class PostgresDatabases:
-    """A fresh schema per test in the CI database (cheap), or a whole database where a test
-    needs to take it offline; everything is dropped at the end of the session."""
-
-    def __init__(self, admin_url: str) -> None:
-        self.admin_url = admin_url
-        self.schemas: list[str] = []
-        self.databases: list[str] = []
-
-    def _admin(self) -> Any:
-        import psycopg
-
-        return psycopg.connect(psycopg_dsn(self.admin_url), autocommit=True, connect_timeout=5)
-
-    def create(self) -> str:
-        from agentlb.store import with_search_path
-
-        name = f"agentlb_api_{uuid.uuid4().hex[:12]}"
-        with self._admin() as conn:
-            conn.execute(f'CREATE SCHEMA "{name}"')
-        self.schemas.append(name)
-        return with_search_path(self.admin_url, name)
-
-    def create_database(self) -> str:
-        name = f"agentlb_api_{uuid.uuid4().hex[:12]}"
-        with self._admin() as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        self.databases.append(name)
-        return f"{self.admin_url.rsplit('/', 1)[0]}/{name}"
-
-    def set_allow_connections(self, url: str, allowed: bool) -> None:
-        """Make a database refuse (or accept again) every connection: a real outage."""
-        name = url.rsplit("/", 1)[1]
-        with self._admin() as conn:
-            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if allowed else "false"}')
-            if not allowed:
-                conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-                )
-
-    def drop_all(self) -> None:
-        with self._admin() as conn:
-            for name in self.schemas:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-            for name in self.databases:
-                conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-                conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-                )
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        self.schemas.clear()
-        self.databases.clear()
-
-
-@pytest.fixture(scope="session")
-def postgres_databases() -> Iterator[PostgresDatabases | None]:
-    if postgres_skip_reason() is not None:
-        yield None
-        return
-    url = postgres_url()
-    assert url is not None
-    databases = PostgresDatabases(url)
-    yield databases
-    databases.drop_all()
+@pytest.fixture
+def postgres_database() -> Iterator[OwnDatabase]:
+    """A PostgreSQL database of this test's own, dropped afterwards; skips when the server
+    does not answer."""
+    reason = postgres_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    database = OwnDatabase("agentlb_api")
+    try:
+        yield database
+    finally:
+        database.drop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_databases: PostgresDatabases | None
-) -> str:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'var' / 'agentlb.db'}"
-    if postgres_databases is None:
-        pytest.skip(postgres_skip_reason() or "PostgreSQL unavailable")
-    return postgres_databases.create()
+    database: OwnDatabase = request.getfixturevalue("postgres_database")
+    return database.url
 
 
 @pytest.fixture

@@ -5,25 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from api_support import ClientFactory, PostgresDatabases, make_settings, postgres_skip_reason, register_fleet
+from api_support import ClientFactory, make_settings, register_fleet
 from fastapi.testclient import TestClient
 
 from agentlb.api import create_app
+from postgres_support import OwnDatabase
 
 
 @pytest.mark.postgres
 def test_database_outage_selections_continue_outcomes_503(
-    tmp_path: Path, postgres_databases: PostgresDatabases | None
+    tmp_path: Path, postgres_database: OwnDatabase
 ) -> None:
-    if postgres_databases is None:
-        pytest.skip(postgres_skip_reason() or "PostgreSQL unavailable")
-    url = postgres_databases.create_database()
+    url = postgres_database.url
     with TestClient(create_app(make_settings(tmp_path, url))) as client:
         register_fleet(client)
         before = client.post(
             "/load-balancing/select-agent", json={"task_type": "t", "task_id": "before"}
         ).json()
-        postgres_databases.set_allow_connections(url, False)
+        postgres_database.set_online(False)
         try:
             during = client.post("/load-balancing/select-agent", json={"task_type": "t", "task_id": "during"})
             assert during.status_code == 200, during.text
@@ -45,7 +44,7 @@ def test_database_outage_selections_continue_outcomes_503(
             state = client.app.state.service.tracker.state(agent)  # type: ignore[attr-defined]
             assert any(t.task_id == "before" for t in state.in_flight)
         finally:
-            postgres_databases.set_allow_connections(url, True)
+            postgres_database.set_online(True)
         retried = client.post(
             "/load-balancing/update-performance",
             json={"agent_id": before["selected_agent_id"], "task_id": "before", "task_duration": 2.0},

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reliability_helpers import AppClients, PostgresDatabase, Server
+from reliability_helpers import AppClients, Server
 
-from postgres_support import POSTGRES_ENV, postgres_skip_reason
+from postgres_support import OwnDatabase, postgres_skip_reason
 
 
 @pytest.fixture
@@ -29,10 +28,12 @@ def servers() -> Iterator[list[Server]]:
 
 
 @pytest.fixture
-def postgres_database() -> Iterator[PostgresDatabase]:
+def postgres_database() -> Iterator[OwnDatabase]:
     reason = postgres_skip_reason("PostgreSQL outage test needs a server it may administer")
     if reason is not None:
         pytest.skip(reason)
-    database = PostgresDatabase(os.environ[POSTGRES_ENV])
-    yield database
-    database.drop()
+    database = OwnDatabase("agentlb_rel")
+    try:
+        yield database
+    finally:
+        database.drop()

@@ -4,7 +4,6 @@ taken offline (ALTER DATABASE ... ALLOW_CONNECTIONS false)."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ from sqlalchemy import create_engine, text
 from agentlb.api import create_app
 from agentlb.settings import load_settings
 from live_server import BIN, ServerProcess, server_env
-from postgres_support import psycopg_dsn
 
 CLIENT_KEY = "client-secret-key-7f3a9b"
 ADMIN_KEY = "admin-secret-key-c41d2e"
@@ -104,36 +102,3 @@ class Server(ServerProcess):
     ) -> None:
         environment = server_env(home, AGENTLB_SEED="5", AGENTLB_LOG_LEVEL=log_level, **(env or {}))
         super().__init__([str(BIN / "agentlb"), "serve", *(extra_args or [])], home, environment)
-
-
-# --- PostgreSQL that can be taken offline ----------------------------------------------------
-class PostgresDatabase:
-    """A dedicated database on the CI server; `offline()` makes it refuse every connection."""
-
-    def __init__(self, admin_url: str) -> None:
-        self.admin_url = admin_url
-        self.name = f"agentlb_rel_{uuid.uuid4().hex[:12]}"
-        self.url = f"{admin_url.rsplit('/', 1)[0]}/{self.name}"
-        with self._admin() as conn:
-            conn.execute(f'CREATE DATABASE "{self.name}"')
-
-    def _admin(self) -> Any:
-        import psycopg
-
-        return psycopg.connect(psycopg_dsn(self.admin_url), autocommit=True, connect_timeout=5)
-
-    def set_online(self, online: bool) -> None:
-        with self._admin() as conn:
-            conn.execute(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS {"true" if online else "false"}')
-            if not online:
-                conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (self.name,)
-                )
-
-    def drop(self) -> None:
-        with self._admin() as conn:
-            conn.execute(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS true')
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (self.name,)
-            )
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}"')

@@ -19,7 +19,6 @@ from reliability_helpers import (
     SELECT,
     STATS,
     AppClients,
-    PostgresDatabase,
     register_fleet,
     row_counts,
     sqlite_url,
@@ -28,6 +27,7 @@ from sqlalchemy import create_engine, text
 
 from agentlb.predictor.model import BUNDLE_FILE, P50_FILE, P90_FILE
 from live_server import HEALTH, free_port
+from postgres_support import OwnDatabase
 
 VIDEO = {"task_type": "video_task", "required_capabilities": ["video_analysis"]}
 
@@ -166,7 +166,7 @@ def test_sqlite_made_immutable_mid_run(apps: AppClients, tmp_path: Path) -> None
 
 
 @pytest.mark.postgres
-def test_postgres_refusing_connections_mid_run(apps: AppClients, postgres_database: PostgresDatabase) -> None:
+def test_postgres_refusing_connections_mid_run(apps: AppClients, postgres_database: OwnDatabase) -> None:
     client = apps.start(postgres_database.url)
     register_fleet(client)
     figures = _outage_run(

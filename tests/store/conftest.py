@@ -1,40 +1,29 @@
 """Store fixtures: every repository test runs on SQLite and, when AGENTLB_TEST_POSTGRES_URL
-points at a server that answers, on PostgreSQL in a schema of its own."""
+(default: the local server) answers, on PostgreSQL in a database of its own."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from store_helpers import StoreClock
 
-from agentlb.errors import StoreUnavailableError
-from agentlb.store import Store, scratch_database
-from postgres_support import POSTGRES_ENV
-
-
-def postgres_base_url() -> str:
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(f"{POSTGRES_ENV} is not set: no PostgreSQL server to test against")
-    return url
+from agentlb.store import Store
+from postgres_support import OwnDatabase, postgres_skip_reason
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh schema on the test PostgreSQL, dropped afterwards."""
-    base = postgres_base_url()
+    """A database of this test's own on the test PostgreSQL, dropped afterwards."""
+    reason = postgres_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    database = OwnDatabase("agentlb_store")
     try:
-        scratch = scratch_database(base, prefix="agentlb_test")
-        url = scratch.__enter__()
-    except StoreUnavailableError as exc:
-        pytest.skip(f"PostgreSQL in {POSTGRES_ENV} does not answer: {exc}")
-    try:
-        yield url
+        yield database.url
     finally:
-        scratch.__exit__(None, None, None)
+        database.drop()
 
 
 def _sqlite_url(tmp_path: Path, name: str = "store.db") -> str:
