@@ -152,3 +152,33 @@ def _redacted(url: str) -> str:
     """host:port/db of a Redis URL, without credentials."""
     rest = url.split("://", 1)[-1]
     return rest.rsplit("@", 1)[-1]
+
+
+def describe(
+    replica: Replica | None, tracker: AgentLoadTracker, include_state: bool = False
+) -> dict[str, Any]:
+    """How this process holds the live state, and a digest of that state at its log position:
+    replicas at the same `seq` with the same `state_digest` hold identical state, field by field."""
+    if replica is None:
+        state: dict[str, Any] = {"tracker": export_state(tracker)}
+        info: dict[str, Any] = {"mode": "embedded", "state_digest": state_digest(state)}
+    else:
+        seq, digest, state = replica.log.digest()
+        status = replica.status()
+        info = {
+            "mode": "redis",
+            "replica_id": status.replica_id,
+            "live": status.live,
+            "diverged": status.diverged,
+            "epoch": status.epoch,
+            "position": status.position,
+            "seq": seq,
+            "events_applied": status.events_applied,
+            "resyncs": status.resyncs,
+            "foundings": status.foundings,
+            "down_reason": status.down_reason,
+            "state_digest": digest,
+        }
+    if include_state:
+        info["state"] = state
+    return info
