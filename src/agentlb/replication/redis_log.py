@@ -52,6 +52,7 @@ FOUNDING_LOCK_MS = 30_000
 SYNC_WAIT_S = 3.0  # a publisher waits this long for a re-sync before serving alone
 RETRY_S = 0.5  # between attempts to reach a Redis that is down
 READ_BLOCK_MS = 500
+FOLLOW_IDLE_S = 0.005  # the consumer reads the log when nothing applied it for this long
 SOCKET_TIMEOUT_S = 2.0
 
 _PUBLISH = """
@@ -218,6 +219,7 @@ class RedisFleetLog:
         self._down_reason: str | None = "not joined yet"
         self._down_since: float | None = time.time()
         self._events_applied = 0
+        self._last_apply = 0.0
         self._resyncs = 0
         self._foundings = 0
         self._last_checkpoint = time.monotonic()
@@ -383,6 +385,7 @@ class RedisFleetLog:
             results[entry_id] = apply_event(self.tracker, event, self.counters)
             self._last_id, self._last_seq = entry_id, seq
             self._events_applied += 1
+        self._last_apply = time.monotonic()
         return results
 
     def _follow(self) -> None:
@@ -396,6 +399,11 @@ class RedisFleetLog:
                         self._mark_down(exc)
                 if not self._live:
                     self._stop.wait(RETRY_S)
+                continue
+            if time.monotonic() - self._last_apply < FOLLOW_IDLE_S:
+                # This replica's own publishes are applying the log (each catches up to its
+                # event): waking on every event too would only contend for the lock and the GIL.
+                self._stop.wait(FOLLOW_IDLE_S)
                 continue
             try:
                 reply = self.reader.xread(
