@@ -38,7 +38,12 @@ from agentlb.domain import (
     candidate_view,
     fast_new,
 )
-from agentlb.errors import AllAgentsEjectedError, NoEligibleAgentError, UnknownStrategyError
+from agentlb.errors import (
+    AllAgentsEjectedError,
+    NoEligibleAgentError,
+    ReservationLostError,
+    UnknownStrategyError,
+)
 from agentlb.features import agent_state_features, dispatch_row
 from agentlb.predictor.base import PredictorRef, queueing_waits
 from agentlb.predictor.heuristic import HeuristicPredictor
@@ -49,6 +54,8 @@ from agentlb.tracker import AgentLoadTracker
 log = logging.getLogger("agentlb.balancer")
 
 EXPIRY_CHECK_INTERVAL_S = 5.0
+# Selections tried when other replicas keep taking the chosen agents' last slots first.
+RESERVATION_ATTEMPTS = 5
 
 
 _HEURISTIC = HeuristicPredictor()
@@ -332,12 +339,41 @@ class Balancer:
         agent_ids: Collection[str] | None = None,
         record: bool = True,
     ) -> SelectionResult:
-        """Choose an agent for `task`; with `record` the dispatch is counted as in flight."""
+        """Choose an agent for `task`; with `record` the dispatch is counted as in flight.
+
+        With a shared tracker (replicas) the dispatch also takes one of the agent's slots
+        across replicas; when another replica took the last one first, the tracker has caught
+        up with it and the selection runs again on that fresher state, which ranks the agent
+        as full (RESERVATION_ATTEMPTS in all)."""
         name = strategy or self.config.default_strategy
         chosen_strategy = self.strategies.get(name)
         if chosen_strategy is None:
             raise UnknownStrategyError(name, self.strategies)
         self._expire_if_due()
+        for attempt in range(1, RESERVATION_ATTEMPTS + 1):
+            try:
+                result, panic = self._select_once(task, name, chosen_strategy, top_k, agent_ids, record)
+                break
+            except ReservationLostError:
+                if attempt == RESERVATION_ATTEMPTS:
+                    raise
+        if not (record and self.tracker.shared):  # a shared tracker's log counts them as it applies
+            with self._lock:
+                self.stats.selections_by_strategy[name] += 1
+                self.stats.selections_by_agent[result.selected_agent.id] += 1
+                self.stats.fallbacks += int(result.fallback_used)
+                self.stats.panics += int(panic)
+        return result
+
+    def _select_once(
+        self,
+        task: TaskRequest,
+        name: str,
+        chosen_strategy: Strategy,
+        top_k: int,
+        agent_ids: Collection[str] | None,
+        record: bool,
+    ) -> tuple[SelectionResult, bool]:
         snapshot = self.tracker.snapshot()
         pool = self.candidates(
             task,
@@ -373,13 +409,9 @@ class Balancer:
                 task,
                 result.predicted_completion.service_p50_s if result.predicted_completion else None,
                 dispatched_at=snapshot.now,
+                selection=(name, result.fallback_used, pool.panic),
             )
-        with self._lock:
-            self.stats.selections_by_strategy[name] += 1
-            self.stats.selections_by_agent[result.selected_agent.id] += 1
-            self.stats.fallbacks += int(result.fallback_used)
-            self.stats.panics += int(pool.panic)
-        return result
+        return result, pool.panic
 
     def model_rows(self, candidates: int, top_k: int) -> int:
         """How many of `candidates` a trained model scores: the `model_shortlist` (at least
@@ -551,8 +583,9 @@ class Balancer:
             return completed
         until = now + self.config.ejection_base_time_s * (state.times_ejected + 1)
         self.tracker.eject(outcome.agent_id, until)
-        with self._lock:
-            self.stats.ejections += 1
+        if not self.tracker.shared:
+            with self._lock:
+                self.stats.ejections += 1
         log.warning(
             "ejected agent %s until %.1f after %d consecutive failures",
             outcome.agent_id,

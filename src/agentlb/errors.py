@@ -125,3 +125,12 @@ class InvalidOutcomeError(InvalidRecordError):
 
 class DispatchWriteSkippedError(StoreUnavailableError):
     """A dispatch record not attempted because a database write failed moments ago."""
+
+
+class ReservationLostError(AgentLBError):
+    """Every agent the selection tried had its `max_concurrency` slots taken at another
+    replica first (shared live state): nothing was dispatched, the client may retry."""
+
+    def __init__(self, agent_id: str) -> None:
+        super().__init__(f"agent {agent_id}: its last slot was taken at another replica; retry")
+        self.agent_id = agent_id

@@ -1,26 +1,33 @@
 """Prometheus metrics (product spec names, Prometheus units) and one-line JSON logs.
 
 Each service owns its own `CollectorRegistry`, so two apps in one process (tests) never share
-counters. The service runs one worker per process: the tracker's in-flight counts live in
-memory, so several workers would each see part of the fleet; the metrics follow the same rule
-and need no multiprocess mode.
+counters. `agentlb serve --workers N` (replicas sharing the live state through Redis) runs
+prometheus-client's multiprocess mode: every worker writes its samples to files in
+PROMETHEUS_MULTIPROC_DIR and a scrape, answered by any one worker, merges them (counters and
+histograms summed; gauges, set from the shared state, the most recent value), so the metric
+names and labels stay those of one process.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic_core import to_json
 
 from agentlb.domain import AgentState, SelectionResult
 
 SERVICE_NAME = "agentlb"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Task durations of AI agents range from sub-second calls to many-minute video jobs.
@@ -58,6 +65,7 @@ class Metrics:
             "Share of the agent's concurrency slots in use (0-1).",
             ("agent",),
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self._selection_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.strategy_confidence = Gauge(
@@ -65,6 +73,7 @@ class Metrics:
             "Confidence score of the strategy's latest selection (0-1).",
             ("strategy",),
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.selection_latency = Histogram(
             "load_balancer_selection_duration_seconds",
@@ -144,7 +153,25 @@ class Metrics:
         return [sample.labels["agent"] for metric in self.load_score.collect() for sample in metric.samples]
 
     def exposition(self) -> bytes:
+        if os.environ.get(MULTIPROC_ENV):  # several workers: merge every worker's samples
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            return generate_latest(merged)
         return generate_latest(self.registry)
+
+
+def prepare_multiprocess_metrics() -> Path:
+    """An empty PROMETHEUS_MULTIPROC_DIR for the workers about to start (the caller's, emptied,
+    or a new temporary one): files of an earlier run would add their counts to this one's."""
+    configured = os.environ.get(MULTIPROC_ENV)
+    if configured:
+        directory = Path(configured)
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True, exist_ok=True)
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="agentlb-metrics-"))
+        os.environ[MULTIPROC_ENV] = str(directory)
+    return directory
 
 
 class JsonFormatter(logging.Formatter):

@@ -49,6 +49,7 @@ from agentlb.group_commit import GroupCommitWriter, PendingWrite
 from agentlb.observability import Metrics, log_event, selection_log_fields
 from agentlb.predictor.base import Predictor, PredictorRef
 from agentlb.predictor.heuristic import HeuristicPredictor
+from agentlb.replication import Replica, SharedTracker, join_fleet
 from agentlb.settings import Settings, normalise_weights
 from agentlb.sim.fleet import fleet_agents
 from agentlb.store import OutcomeWrite, Store
@@ -184,6 +185,8 @@ class AgentLBService:
         # batches (group commit): one transaction per batch instead of per request, and no
         # SQLite writers colliding in its busy handler (sleeps of up to 100 ms per try).
         self.writer = GroupCommitWriter(store)
+        # With AGENTLB_REDIS_URL: this replica's membership of the shared live state.
+        self.replica: Replica | None = None
 
     @property
     def predictor(self) -> PredictorRef:
@@ -197,25 +200,34 @@ class AgentLBService:
         """Migrate and open the store, rebuild the tracker from it, load the predictor and
         the last persisted hybrid weights."""
         store = Store.open(settings.db_url)
+        config = TrackerConfig(
+            ewma_alpha=settings.ewma_alpha,
+            peak_ewma_decay_s=settings.peak_ewma_decay_s,
+            in_flight_expiry_s=settings.in_flight_expiry_s,
+        )
+        replica: Replica | None = None
         try:
-            tracker = AgentLoadTracker(
-                clock,
-                TrackerConfig(
-                    ewma_alpha=settings.ewma_alpha,
-                    peak_ewma_decay_s=settings.peak_ewma_decay_s,
-                    in_flight_expiry_s=settings.in_flight_expiry_s,
-                ),
-            )
-            report = store.restore_tracker(tracker, settings.in_flight_expiry_s, clock())
             ref = predictor or load_predictor(settings)
-            balancer = Balancer(tracker, ref, BalancerConfig.from_settings(settings), settings.seed)
-            weights = store.latest_weights()
-            if weights:
-                balancer.set_hybrid_weights(weights)
+            if settings.redis_url:
+                # Replicas: the live state is the shared one (rebuilt from the store, or
+                # loaded from the others' checkpoint), see agentlb.replication.
+                shared = SharedTracker(clock, config)
+                tracker: AgentLoadTracker = shared
+                balancer = Balancer(tracker, ref, BalancerConfig.from_settings(settings), settings.seed)
+                replica = join_fleet(settings, store, shared, balancer)
+                report: Any = replica.status()
+            else:
+                tracker = AgentLoadTracker(clock, config)
+                report = store.restore_tracker(tracker, settings.in_flight_expiry_s, clock())
+                balancer = Balancer(tracker, ref, BalancerConfig.from_settings(settings), settings.seed)
+                weights = store.latest_weights()
+                if weights:
+                    balancer.set_hybrid_weights(weights)
         except BaseException:
             store.close()
             raise
         service = cls(settings, store, tracker, balancer, clock=clock)
+        service.replica = replica
         log_event(
             log,
             "service_started",
@@ -251,6 +263,8 @@ class AgentLBService:
         self.compile_thread = thread
 
     def close(self) -> None:
+        if self.replica is not None:
+            self.replica.close()
         self.writer.close()
         self.store.close()
 
@@ -354,6 +368,8 @@ class AgentLBService:
             return self._report_without_task_id(outcome)
         task_id = outcome.task_id
         now = self.clock()
+        if self.replica is not None:
+            self.replica.catch_up()  # the task may have been dispatched at another replica
         if self.store.get_outcome(task_id) is not None:
             write = self._record_outcome(outcome, now)  # identical, or ConflictingOutcomeError
             return self._duplicate_or_close(outcome, write.created, now, in_flight=False)
@@ -477,6 +493,8 @@ class AgentLBService:
         previous = self.balancer.hybrid_weights
         self.store.record_weights(normalised, changed_by)
         applied = self.balancer.set_hybrid_weights(normalised)
+        if self.replica is not None:
+            self.replica.publish_weights(applied)
         log_event(log, "weights_changed", previous=previous, weights=applied, changed_by=changed_by)
         return applied
 
@@ -592,7 +610,7 @@ class AgentLBService:
             "over_utilised_threshold": OVER_UTILISED_LOAD,
             "prediction_accuracy": accuracy,
             "hybrid_weights": self.balancer.hybrid_weights,
-            "since": self.started_at,
+            "since": self.started_at if self.replica is None else self.replica.since,
             "agents": [AgentLoadMetrics.from_state(s, snapshot) for s in snapshot.agents],
         }
 
@@ -614,6 +632,8 @@ class AgentLBService:
             reasons.append(
                 f"a database write failed in the last {STORE_FAILURE_WINDOW_S:.0f} s: {last_reason}"
             )
+        if self.replica is not None:
+            reasons.extend(self.replica.health_reasons())
         ref = self.predictor
         predictor = dict(ref.current.describe())
         predictor["fallback_reason"] = ref.fallback_reason

@@ -99,6 +99,22 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     seed: int | None = None
 
+    redis_url: str | None = Field(
+        default=None,
+        description="Share the live fleet state between replicas through this Redis "
+        "(redis://host:port/db); unset: one process keeps it in memory (the embedded default).",
+    )
+    redis_prefix: str = Field(
+        default="agentlb",
+        min_length=1,
+        description="Prefix of every Redis key of this fleet; replicas of one fleet share it.",
+    )
+    redis_checkpoint_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often one replica checkpoints the shared state and trims the event stream.",
+    )
+
     @field_validator("default_strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:

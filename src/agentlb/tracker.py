@@ -41,6 +41,9 @@ from agentlb.errors import (
 )
 
 Clock = Callable[[], float]
+# What the balancer decided for a dispatch (strategy, fallback used, panic): an event log that
+# replicates the tracker also replicates the selection counts (agentlb.replication).
+SelectionTag = tuple[str, bool, bool]
 
 TREND_WINDOW = 16
 FINISHED_MEMORY = 100_000
@@ -92,6 +95,10 @@ class _AgentRecord:
 
 class AgentLoadTracker:
     """Live state of every agent; `snapshot()` hands strategies an immutable view."""
+
+    # True when the tracker's mutations go through a shared event log (agentlb.replication):
+    # the balancer's selection and ejection counts then come from that log too.
+    shared: bool = False
 
     def __init__(self, clock: Clock = time.time, config: TrackerConfig | None = None) -> None:
         self.clock = clock
@@ -167,7 +174,9 @@ class AgentLoadTracker:
         task: TaskRequest,
         predicted_service_s: float | None = None,
         dispatched_at: float | None = None,
+        selection: SelectionTag | None = None,
     ) -> InFlightTask:
+        """Count `task` in flight on the agent (`selection`: read only by a shared tracker)."""
         with self._lock:
             record = self._require_live(agent_id)
             if task.task_id in self._task_agent:

@@ -276,3 +276,15 @@ def create_app(settings: Settings | None = None, service: AgentLBService | None 
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+def create_worker_app() -> AgentLBApp:
+    """The app of one of `agentlb serve --workers N`'s worker processes (uvicorn's factory):
+    settings from the environment, JSON logs, the serving garbage-collector settings."""
+    from agentlb.observability import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    tune_gc()
+    return app

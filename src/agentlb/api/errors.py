@@ -29,6 +29,7 @@ from agentlb.errors import (
     ModelLoadError,
     NoEligibleAgentError,
     PermissionDeniedError,
+    ReservationLostError,
     SimulationError,
     StoreUnavailableError,
     TaskAlreadyCompletedError,
@@ -58,6 +59,7 @@ STATUS_BY_ERROR: tuple[tuple[type[AgentLBError], int, str], ...] = (
     (HistoryValidationError, 422, "invalid_history"),
     (FleetFileError, 422, "invalid_fleet"),
     (AllAgentsEjectedError, 503, "all_agents_ejected"),
+    (ReservationLostError, 503, "capacity_race_lost"),
     (StoreUnavailableError, 503, "store_unavailable"),
     (ModelLoadError, 503, "model_unavailable"),
 )

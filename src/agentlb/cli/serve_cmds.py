@@ -5,12 +5,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import resource
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from agentlb.errors import AgentLBError
-from agentlb.observability import configure_logging, log_event
+from agentlb.observability import configure_logging, log_event, prepare_multiprocess_metrics
 from agentlb.settings import Settings, load_settings
 
 log = logging.getLogger("agentlb.serve")
@@ -18,7 +18,8 @@ log = logging.getLogger("agentlb.serve")
 SINGLE_WORKER_REASON = (
     "agentlb serves with one worker per process: the live fleet state (in-flight tasks, EWMAs, "
     "ejections) and the Prometheus counters are kept in that process's memory, so several "
-    "workers would each balance on a part of the truth. Run one process per host/port instead."
+    "workers would each balance on a part of the truth. Run one process per host/port instead, "
+    "or set AGENTLB_REDIS_URL to share the live state between workers and replicas."
 )
 
 
@@ -55,14 +56,17 @@ def register(app: typer.Typer) -> None:
     def serve(
         host: Annotated[str, typer.Option(help="address to bind; loopback by default")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-        workers: Annotated[int, typer.Option(min=1, help="must be 1, see --help")] = 1,
+        workers: Annotated[
+            int, typer.Option(min=1, help="worker processes; more than 1 needs AGENTLB_REDIS_URL")
+        ] = 1,
         access_log: Annotated[bool, typer.Option(help="uvicorn's per-request access log")] = False,
     ) -> None:
-        """Serve the selection API (one worker per process: fleet state lives in memory)."""
-        if workers != 1:
+        """Serve the selection API: one worker, or several sharing the live fleet state
+        through Redis (AGENTLB_REDIS_URL)."""
+        settings = _settings_or_exit()
+        if workers != 1 and not settings.redis_url:
             typer.echo(f"error: --workers {workers} refused. {SINGLE_WORKER_REASON}", err=True)
             raise typer.Exit(2)
-        settings = _settings_or_exit()
         configure_logging(settings.log_level)
         if not _is_loopback(host) and settings.api_key is None:
             log_event(
@@ -87,10 +91,19 @@ def register(app: typer.Typer) -> None:
 
         from agentlb.api import create_app, tune_gc
 
-        app = create_app(settings)
-        tune_gc()
+        if workers > 1:
+            # Each worker is a replica of its own (its tracker follows the shared log); their
+            # Prometheus metrics are merged at scrape time from files (multiprocess mode).
+            metrics_dir = prepare_multiprocess_metrics()
+            log_event(log, "serving_workers", workers=workers, metrics_dir=str(metrics_dir))
+            target: Any = "agentlb.api.app:create_worker_app"
+        else:
+            target = create_app(settings)
+            tune_gc()
         uvicorn.run(
-            app,
+            target,
+            factory=workers > 1,
+            workers=workers,
             host=host,
             port=port,
             log_level=settings.log_level.lower(),

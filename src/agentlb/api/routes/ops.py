@@ -3,11 +3,14 @@ serving model's description."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 
 from agentlb.api.deps import ClientDep, ServiceDep
 from agentlb.api.schemas import HealthPublic, ModelPublic
 from agentlb.observability import METRICS_CONTENT_TYPE
+from agentlb.replication import describe
 
 router = APIRouter(tags=["operations"])
 
@@ -51,3 +54,12 @@ def metrics(service: ServiceDep) -> Response:
     """Prometheus exposition (served from a route: a mounted app would answer 307)."""
     service.metrics.refresh_load_scores(service.tracker.snapshot().agents)
     return Response(service.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
+
+@router.get("/load-balancing/replication", responses={401: {"description": "Missing or wrong key"}})
+def replication(service: ServiceDep, _: ClientDep, state: bool = False) -> dict[str, Any]:
+    """How this process holds the live fleet state: `embedded`, or `redis` (shared by replicas)
+    with its position in the fleet event log, whether it is live or serving alone (and why),
+    and `state_digest`: replicas at the same `seq` with the same digest hold identical state.
+    `state=true` adds the whole state (in-flight tasks, EWMAs, success rates, ejections)."""
+    return describe(service.replica, service.tracker, include_state=state)
