@@ -134,3 +134,8 @@ class ReservationLostError(AgentLBError):
     def __init__(self, agent_id: str) -> None:
         super().__init__(f"agent {agent_id}: its last slot was taken at another replica; retry")
         self.agent_id = agent_id
+
+
+class ClusterError(AgentLBError):
+    """A local cluster (`agentlb cluster`) cannot start or lost a process; the message says which
+    part and why."""
