@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 HOST ?= 127.0.0.1
 PORT ?= 8000
+REPLICAS ?= 2
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +23,7 @@ help: ## list the targets
 install: $(STAMP) ## create .venv and install agentlb with its dev dependencies
 
 .PHONY: test
-test: $(STAMP) ## run the whole test suite
+test: $(STAMP) haproxy ## run the whole test suite (installs HAProxy for the cluster tests when missing)
 	$(BIN)/python -m pytest -q
 
 .PHONY: lint
@@ -48,6 +50,15 @@ bootstrap: $(STAMP) ## database, demo fleet and a first model where there is non
 .PHONY: serve
 serve: bootstrap ## set everything up and serve the API on 127.0.0.1:8000
 	$(BIN)/agentlb serve --host $(HOST) --port $(PORT)
+
+.PHONY: haproxy
+haproxy: ## install HAProxy (Debian package) when it is missing
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
+		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq haproxy; }
+
+.PHONY: cluster
+cluster: $(STAMP) haproxy ## REPLICAS replicas on local Redis + PostgreSQL behind HAProxy on 127.0.0.1:PORT
+	$(BIN)/agentlb cluster --replicas $(REPLICAS) --host $(HOST) --port $(PORT)
 
 .PHONY: train
 train: $(STAMP) ## train from the store (or a simulated history when it has too little)
