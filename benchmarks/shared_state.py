@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import redis
 
     ref = load_predictor("heuristic")
+    floor = redis_round_trip_us(args.redis_url)
     records = []
     for size in args.agents:
         embedded = warmed_balancer(size, ref)
@@ -119,13 +120,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         + f"--agents {','.join(map(str, args.agents))} --rounds {args.rounds} --iterations {args.iterations}",
         "redis_url": args.redis_url,
         "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
+        "redis_round_trip_p50_us": floor,
         "records": records,
     }
 
 
+def redis_round_trip_us(url: str, n: int = 2000) -> dict[str, float]:
+    """The floor under any shared-state cost: a PING and a trivial script, p50 µs."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    script = client.register_script("return 1")
+    samples: dict[str, list[float]] = {"ping": [], "evalsha": []}
+    for _ in range(n):
+        start = time.perf_counter_ns()
+        client.ping()
+        middle = time.perf_counter_ns()
+        script()
+        samples["ping"].append((middle - start) / 1000.0)
+        samples["evalsha"].append((time.perf_counter_ns() - middle) / 1000.0)
+    client.close()
+    return {name: round(statistics.median(values), 1) for name, values in samples.items()}
+
+
 def render(document: dict[str, Any]) -> str:
+    floor = document["redis_round_trip_p50_us"]
     lines = [
-        f"Command: `.venv/bin/python {document['command']}` (Redis at {document['redis_url']}).",
+        f"Command: `.venv/bin/python {document['command']}` (Redis at {document['redis_url']}; "
+        f"round trip in the same run, p50: PING {floor['ping']} µs, a trivial script {floor['evalsha']} µs).",
         "",
         "| agents | strategy | select p50 embedded (µs) | select p50 Redis (µs) | added (µs) "
         "| outcome p50 embedded (µs) | outcome p50 Redis (µs) | added (µs) |",

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentlb.balancer import Balancer, BalancerConfig, healthy_counts
+from agentlb.balancer import Balancer, healthy_counts
 from agentlb.domain import (
     Agent,
     AgentLoadMetrics,
@@ -49,11 +49,11 @@ from agentlb.group_commit import GroupCommitWriter, PendingWrite
 from agentlb.observability import Metrics, log_event, selection_log_fields
 from agentlb.predictor.base import Predictor, PredictorRef
 from agentlb.predictor.heuristic import HeuristicPredictor
-from agentlb.replication import Replica, SharedTracker, join_fleet
+from agentlb.replication import Replica, open_live_state
 from agentlb.settings import Settings, normalise_weights
 from agentlb.sim.fleet import fleet_agents
 from agentlb.store import OutcomeWrite, Store
-from agentlb.tracker import AgentLoadTracker, Clock, TrackerConfig
+from agentlb.tracker import AgentLoadTracker, Clock
 
 log = logging.getLogger("agentlb.service")
 selection_log = logging.getLogger("agentlb.selection")
@@ -200,32 +200,13 @@ class AgentLBService:
         """Migrate and open the store, rebuild the tracker from it, load the predictor and
         the last persisted hybrid weights."""
         store = Store.open(settings.db_url)
-        config = TrackerConfig(
-            ewma_alpha=settings.ewma_alpha,
-            peak_ewma_decay_s=settings.peak_ewma_decay_s,
-            in_flight_expiry_s=settings.in_flight_expiry_s,
-        )
-        replica: Replica | None = None
         try:
             ref = predictor or load_predictor(settings)
-            if settings.redis_url:
-                # Replicas: the live state is the shared one (rebuilt from the store, or
-                # loaded from the others' checkpoint), see agentlb.replication.
-                shared = SharedTracker(clock, config)
-                tracker: AgentLoadTracker = shared
-                balancer = Balancer(tracker, ref, BalancerConfig.from_settings(settings), settings.seed)
-                replica = join_fleet(settings, store, shared, balancer)
-                report: Any = replica.status()
-            else:
-                tracker = AgentLoadTracker(clock, config)
-                report = store.restore_tracker(tracker, settings.in_flight_expiry_s, clock())
-                balancer = Balancer(tracker, ref, BalancerConfig.from_settings(settings), settings.seed)
-                weights = store.latest_weights()
-                if weights:
-                    balancer.set_hybrid_weights(weights)
+            live = open_live_state(settings, store, ref, clock)
         except BaseException:
             store.close()
             raise
+        tracker, balancer, replica, report = live.tracker, live.balancer, live.replica, live.report
         service = cls(settings, store, tracker, balancer, clock=clock)
         service.replica = replica
         log_event(
@@ -368,8 +349,8 @@ class AgentLBService:
             return self._report_without_task_id(outcome)
         task_id = outcome.task_id
         now = self.clock()
-        if self.replica is not None:
-            self.replica.catch_up()  # the task may have been dispatched at another replica
+        if self.replica is not None and not self.tracker.is_in_flight(task_id):
+            self.replica.catch_up()  # it may have been dispatched at another replica just now
         if self.store.get_outcome(task_id) is not None:
             write = self._record_outcome(outcome, now)  # identical, or ConflictingOutcomeError
             return self._duplicate_or_close(outcome, write.created, now, in_flight=False)

@@ -104,9 +104,26 @@ def test_three_replicas_hold_capacity_and_agree(
         assert not over, f"agents over max_concurrency by the clients' tally: {over}"
         _check_stored_once(database, tally)
 
+        # the other mutations, each made at one replica, reach every replica
+        first, second, third = (r.base for r in cluster.replicas)
+        weights = {"weighted_round_robin": 0.5, "predictive": 0.5}
+        assert (
+            httpx.post(f"{first}/load-balancing/configure-weights", json={"weights": weights}).status_code
+            == 200
+        )
+        beat = {"cpu_usage": 42.0, "memory_usage": 17.5, "queue_length": 2}
+        assert httpx.post(f"{second}/load-balancing/agents/agent-00/heartbeat", json=beat).status_code == 200
+        assert (
+            httpx.patch(f"{third}/load-balancing/agents/agent-01", json={"max_concurrency": 5}).status_code
+            == 200
+        )
+
         infos = cluster.wait_converged()
         assert len({(i["seq"], i["state_digest"]) for i in infos}) == 1, infos
         stats = _check_equal_statistics(cluster)
+        assert stats["hybrid_weights"]["predictive"] == 0.5
+        by_id = {a["agent_id"]: a for a in stats["agents"]}
+        assert by_id["agent-00"]["cpu_usage"] == 42.0
         assert stats["total_selections"] == CYCLES
         assert stats["agent_distribution"] == dict(tally.selections)
         assert sum(a["completed_tasks"] + a["failed_tasks"] for a in stats["agents"]) == CYCLES
@@ -114,6 +131,8 @@ def test_three_replicas_hold_capacity_and_agree(
         # exact convergence: the whole state, field by field
         states = [cluster.replication(r, state=True)["state"] for r in cluster.replicas]
         assert states[0]["tracker"]["agents"], "no agents in the replicated state"
+        agent_01 = next(a for a in states[0]["tracker"]["agents"] if a["agent"]["id"] == "agent-01")
+        assert agent_01["agent"]["max_concurrency"] == 5
         for other in states[1:]:
             assert other == states[0]
         client = redis.Redis.from_url(url)

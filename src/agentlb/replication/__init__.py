@@ -12,15 +12,17 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agentlb.balancer import Balancer
+from agentlb.balancer import Balancer, BalancerConfig
+from agentlb.predictor.base import PredictorRef
 from agentlb.replication.events import FleetEvent, SharedCounters, apply_event
 from agentlb.replication.shared import InProcessLog, SharedTracker, SlotChange
 from agentlb.replication.state import export_state, import_state, state_digest
 from agentlb.settings import Settings
 from agentlb.store import Store
-from agentlb.tracker import AgentLoadTracker
+from agentlb.tracker import AgentLoadTracker, Clock, TrackerConfig
 
 if TYPE_CHECKING:  # redis is imported only when a replica joins a fleet
     from agentlb.replication.redis_log import RedisFleetLog, ReplicaStatus
@@ -36,8 +38,44 @@ __all__ = [
     "export_state",
     "import_state",
     "join_fleet",
+    "open_live_state",
     "state_digest",
 ]
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What serves selections: the tracker, the balancer on it, this replica's membership of
+    the shared state (None in the embedded default) and what the start restored."""
+
+    tracker: AgentLoadTracker
+    balancer: Balancer
+    replica: Replica | None
+    report: Any
+
+
+def open_live_state(settings: Settings, store: Store, predictor: PredictorRef, clock: Clock) -> LiveState:
+    """The embedded default: a tracker rebuilt from the store and the persisted hybrid
+    weights. With AGENTLB_REDIS_URL: a SharedTracker that joins the replicas' shared state
+    (loaded from their checkpoint, or founded from the store)."""
+    config = TrackerConfig(
+        ewma_alpha=settings.ewma_alpha,
+        peak_ewma_decay_s=settings.peak_ewma_decay_s,
+        in_flight_expiry_s=settings.in_flight_expiry_s,
+    )
+    balancer_config = BalancerConfig.from_settings(settings)
+    if settings.redis_url:
+        shared = SharedTracker(clock, config)
+        balancer = Balancer(shared, predictor, balancer_config, settings.seed)
+        replica = join_fleet(settings, store, shared, balancer)
+        return LiveState(shared, balancer, replica, replica.status())
+    tracker = AgentLoadTracker(clock, config)
+    report = store.restore_tracker(tracker, settings.in_flight_expiry_s, clock())
+    balancer = Balancer(tracker, predictor, balancer_config, settings.seed)
+    weights = store.latest_weights()
+    if weights:
+        balancer.set_hybrid_weights(weights)
+    return LiveState(tracker, balancer, None, report)
 
 
 class Replica:

@@ -232,7 +232,7 @@ class RedisFleetLog:
         With Redis down, serve from the database's state until it answers."""
         try:
             self._sync()
-        except redis.RedisError as exc:
+        except (redis.RedisError, AgentLBError) as exc:
             self._mark_down(exc)
             with self._lock:
                 import_state(self.tracker, export_state(self.rebuild()))
@@ -302,7 +302,9 @@ class RedisFleetLog:
         if self._sync_lock.acquire(blocking=False):
             try:
                 if not self._live:
-                    self._sync()
+                    self._sync(wait_s=SYNC_WAIT_S)
+            except SharedStateUnavailableError:
+                pass  # another replica is still founding: serve alone for now
             except (redis.RedisError, AgentLBError) as exc:
                 self._mark_down(exc)
             finally:
@@ -404,6 +406,7 @@ class RedisFleetLog:
                 # This replica's own publishes are applying the log (each catches up to its
                 # event): waking on every event too would only contend for the lock and the GIL.
                 self._stop.wait(FOLLOW_IDLE_S)
+                self._checkpoint_or_mark_down()
                 continue
             try:
                 reply = self.reader.xread(
@@ -417,6 +420,12 @@ class RedisFleetLog:
             except redis.RedisError as exc:
                 self._mark_down(exc)
                 self._stop.wait(RETRY_S)
+
+    def _checkpoint_or_mark_down(self) -> None:
+        try:
+            self._maybe_checkpoint()
+        except redis.RedisError as exc:
+            self._mark_down(exc)
 
     def _mark_down(self, exc: BaseException) -> None:
         with self._lock:
@@ -434,11 +443,12 @@ class RedisFleetLog:
             self._down_reason = down_reason
 
     # --- joining: load the checkpoint, or found a new epoch ----------------------------
-    def _sync(self) -> None:
+    def _sync(self, wait_s: float = FOUNDING_LOCK_MS / 1000.0 + 5.0) -> None:
         """Become live: found a new epoch when there is none (or this replica diverged),
         else load the checkpoint and apply the log after it. Raises RedisError when Redis
-        does not answer, SharedStateUnavailableError when a founder takes too long."""
-        deadline = time.monotonic() + FOUNDING_LOCK_MS / 1000.0 + 5.0
+        does not answer, SharedStateUnavailableError when another replica's founding takes
+        longer than `wait_s`."""
+        deadline = time.monotonic() + wait_s
         failed_loads = 0
         while not self._stop.is_set():
             if not self.redis.exists(self.keys.founding):
