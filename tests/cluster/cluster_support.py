@@ -10,10 +10,14 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from live_server import BIN, server_env
@@ -141,3 +145,56 @@ def cluster_resources() -> Iterator[ClusterResources]:
         yield resources
     finally:
         resources.release()
+
+
+class Traffic:
+    """Client threads selecting (and reporting each outcome) through the front without pause;
+    they count every failed request (with when it failed), which replica answered, and the
+    model version each selection was made with."""
+
+    def __init__(self, url: str, body: dict[str, Any], clients: int = 4) -> None:
+        self.url = url
+        self.body = body
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.failures: list[tuple[float, str]] = []  # (time.monotonic(), what)
+        self.versions: Counter[str] = Counter()
+        self.served_by: Counter[str] = Counter()
+        self.last_version: dict[str, str] = {}  # per replica
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=15) as http:
+            while not self.stop.is_set():
+                try:
+                    chosen = http.post("/load-balancing/select-agent", json=self.body)
+                    if chosen.status_code != 200:
+                        raise AssertionError(f"select {chosen.status_code}: {chosen.text[:200]}")
+                    answer = chosen.json()
+                    done = http.post(
+                        "/load-balancing/update-performance",
+                        json={
+                            "agent_id": answer["selected_agent_id"],
+                            "task_id": answer["task_id"],
+                            "task_duration": 1.5,
+                            "success": True,
+                        },
+                    )
+                    if done.status_code != 200:
+                        raise AssertionError(f"outcome {done.status_code}: {done.text[:200]}")
+                except (httpx.HTTPError, AssertionError) as exc:
+                    with self.lock:
+                        self.failures.append((time.monotonic(), repr(exc)))
+                    continue
+                replica = chosen.headers.get("X-Agentlb-Replica", "?")
+                with self.lock:
+                    self.versions[str(answer["model_version"])] += 1
+                    self.last_version[replica] = str(answer["model_version"])
+                    self.served_by[replica] += 1
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)

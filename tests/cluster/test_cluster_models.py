@@ -9,16 +9,14 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cluster_support import ClusterResources, RunningCluster
+from cluster_support import ClusterResources, RunningCluster, Traffic
 
 from agentlb.settings import MODEL_NAME, load_settings
 from agentlb.training.config import HGBConfig, LightGBMConfig, TrainingConfig
@@ -31,7 +29,6 @@ POLL_INTERVAL_S = 2.0
 # what a replica needs after its poll sees the alias move: download the bundle from the server
 # and load two LightGBM boosters (well under a second idle; seconds on a busy shared machine)
 LOAD_ALLOWANCE_S = 8.0
-CLIENTS = 4
 MLFLOW_START_TIMEOUT_S = 120.0
 TRAINING = TrainingConfig(
     lightgbm=LightGBMConfig(num_boost_round=40, learning_rate=0.15),
@@ -111,55 +108,6 @@ def tracking_server(tmp_path: Path, resources: ClusterResources) -> Iterator[Tra
         database.drop()
 
 
-class Clients:
-    """Threads selecting (and reporting outcomes) through the front without pause, counting
-    every failed request and which model version each selection was made with."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.failures: list[str] = []
-        self.versions: Counter[str] = Counter()
-        self.last_version: dict[str, str] = {}  # per replica
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(CLIENTS)]
-        for thread in self.threads:
-            thread.start()
-
-    def _run(self) -> None:
-        body = {"task_type": "summarise", "required_capabilities": ["work"], "strategy": "predictive"}
-        with httpx.Client(base_url=self.url, timeout=15) as http:
-            while not self.stop.is_set():
-                try:
-                    chosen = http.post("/load-balancing/select-agent", json=body)
-                    if chosen.status_code != 200:
-                        raise AssertionError(f"select {chosen.status_code}: {chosen.text[:200]}")
-                    answer = chosen.json()
-                    done = http.post(
-                        "/load-balancing/update-performance",
-                        json={
-                            "agent_id": answer["selected_agent_id"],
-                            "task_id": answer["task_id"],
-                            "task_duration": 1.5,
-                            "success": True,
-                        },
-                    )
-                    if done.status_code != 200:
-                        raise AssertionError(f"outcome {done.status_code}: {done.text[:200]}")
-                except (httpx.HTTPError, AssertionError) as exc:
-                    with self.lock:
-                        self.failures.append(repr(exc))
-                    continue
-                with self.lock:
-                    self.versions[str(answer["model_version"])] += 1
-                    self.last_version[chosen.headers["X-Agentlb-Replica"]] = str(answer["model_version"])
-
-    def finish(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
-
-
 def serving(replica_url: str) -> dict[str, Any]:
     predictor: dict[str, Any] = httpx.get(f"{replica_url}/load-balancing/model", timeout=10).json()[
         "predictor"
@@ -202,7 +150,7 @@ def test_promotion_reaches_every_replica_within_the_poll_interval_without_failed
         AGENTLB_MODEL_POLL_INTERVAL_S=str(POLL_INTERVAL_S),
         MLFLOW_DISABLE_TELEMETRY="true",
     )
-    clients: Clients | None = None
+    clients: Traffic | None = None
     try:
         replicas = dict(REPLICA_LINE.findall(cluster.output()))
         assert set(replicas) == {"replica-0", "replica-1"}, cluster.output()
@@ -223,7 +171,10 @@ def test_promotion_reaches_every_replica_within_the_poll_interval_without_failed
                 )
                 assert response.status_code == 201, response.text
 
-        clients = Clients(cluster.url)
+        clients = Traffic(
+            cluster.url,
+            {"task_type": "summarise", "required_capabilities": ["work"], "strategy": "predictive"},
+        )
         time.sleep(1.0)  # clients under way on the first version
         registry.set_registered_model_alias(MODEL_NAME, "champion", version)
         promoted_at = time.monotonic()

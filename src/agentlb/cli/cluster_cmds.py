@@ -49,7 +49,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start REPLICAS `agentlb serve` replicas sharing one PostgreSQL and one Redis, behind
         HAProxy health-checking each on /load-balancing/health; print the one URL to use and run
-        until Ctrl-C or SIGTERM, which stops every process. Logs: var/cluster/."""
+        until Ctrl-C or SIGTERM, which stops every process (a replica that exits is started
+        again). Logs: var/cluster/."""
         from agentlb.cluster import (
             Cluster,
             ClusterSpec,

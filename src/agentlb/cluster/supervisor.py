@@ -34,6 +34,8 @@ READY_TIMEOUT_S = 90.0
 FRONT_STOP_TIMEOUT_S = 12.0  # the template's hard-stop-after is 10 s
 REPLICA_STOP_TIMEOUT_S = 20.0  # uvicorn's graceful shutdown is 10 s
 REPLICA_HOST = "127.0.0.1"
+MAX_RESTARTS = 3  # a replica exiting more often than this within the window stops the cluster
+RESTART_WINDOW_S = 60.0
 _PR_SET_PDEATHSIG = 1
 
 Say = Callable[[str], None]
@@ -133,6 +135,9 @@ class _Child:
     process: subprocess.Popen[bytes]
     log_path: Path
     log: IO[bytes]
+    command: list[str]
+    env: Mapping[str, str]
+    restarts: list[float] = field(default_factory=list)  # monotonic times of its restarts
 
     def tail(self, chars: int = 3000) -> str:
         self.log.flush()
@@ -140,8 +145,9 @@ class _Child:
 
 
 class Cluster:
-    """The running processes of one `ClusterSpec`: `start()`, then `watch()` until a signal
-    or a child's death, then `stop()` (also safe after a failed start)."""
+    """The running processes of one `ClusterSpec`: `start()`, then `watch()` (which starts a
+    replica that exits again) until a signal or HAProxy's exit, then `stop()` (also safe after
+    a failed start)."""
 
     def __init__(self, spec: ClusterSpec, say: Say | None = None) -> None:
         if spec.replicas < 1:
@@ -216,7 +222,7 @@ class Cluster:
 
     def _spawn(self, name: str, command: list[str], env: Mapping[str, str]) -> _Child:
         log_path = self.spec.run_dir / f"{name}.log"
-        log = log_path.open("wb")
+        log = log_path.open("ab")
         process = subprocess.Popen(
             command,
             env=dict(env),
@@ -227,7 +233,7 @@ class Cluster:
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops children in order
             preexec_fn=_prepare_child,
         )
-        return _Child(name, process, log_path, log)
+        return _Child(name, process, log_path, log, command, env)
 
     def _wait_answering(self, child: _Child, url: str, through_front: bool = False) -> None:
         """Until `url` answers (200 or 503: the process is up; 503 is a verdict on the fleet)."""
@@ -255,15 +261,28 @@ class Cluster:
     def children(self) -> list[_Child]:
         return [*self.replicas, *([self.front] if self.front else [])]
 
-    def exited(self) -> list[_Child]:
-        return [child for child in self.children() if child.process.poll() is not None]
-
     def watch(self, stop: threading.Event, interval_s: float = 0.5) -> _Child | None:
-        """Block until `stop` is set (None) or a child exits by itself (that child)."""
+        """Block until `stop` is set (None) or a process the cluster cannot do without exits:
+        HAProxy, or a replica that exited more than MAX_RESTARTS times in RESTART_WINDOW_S
+        (that process). A replica that exits is started again on its port (as systemd's
+        Restart=on-failure would): it rebuilds the shared state and HAProxy puts it back in
+        rotation after one good health check."""
         while not stop.wait(interval_s):
-            gone = self.exited()
-            if gone:
-                return gone[0]
+            if self.front is not None and self.front.process.poll() is not None:
+                return self.front
+            for index, child in enumerate(self.replicas):
+                code = child.process.poll()
+                if code is None:
+                    continue
+                now = time.monotonic()
+                recent = [t for t in child.restarts if now - t < RESTART_WINDOW_S]
+                if len(recent) >= MAX_RESTARTS:
+                    return child
+                self.say(f"{child.name} exited with {code}; starting it again (log {child.log_path})")
+                child.log.close()
+                again = self._spawn(child.name, child.command, child.env)
+                again.restarts = [*recent, now]
+                self.replicas[index] = again
         return None
 
     def stop(self) -> None:
