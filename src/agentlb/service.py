@@ -43,15 +43,18 @@ from agentlb.errors import (
     StoreUnavailableError,
     TaskAlreadyCompletedError,
     UnknownAgentError,
+    UnknownStrategyError,
     UnknownTaskError,
 )
+from agentlb.experiments.service import ExperimentService
 from agentlb.group_commit import GroupCommitWriter, PendingWrite
 from agentlb.observability import Metrics, log_event, selection_log_fields
 from agentlb.predictor.base import Predictor, PredictorRef
 from agentlb.predictor.heuristic import HeuristicPredictor
-from agentlb.settings import Settings, normalise_weights
+from agentlb.settings import MODEL_NAME, Settings, normalise_weights
 from agentlb.sim.fleet import fleet_agents
 from agentlb.store import OutcomeWrite, Store
+from agentlb.strategies import STRATEGY_NAMES
 from agentlb.tracker import AgentLoadTracker, Clock, TrackerConfig
 
 log = logging.getLogger("agentlb.service")
@@ -184,6 +187,9 @@ class AgentLBService:
         # batches (group commit): one transaction per batch instead of per request, and no
         # SQLite writers colliding in its busy handler (sleeps of up to 100 ms per try).
         self.writer = GroupCommitWriter(store)
+        self.experiments = ExperimentService(
+            store, balancer, self.metrics.registry, clock, STRATEGY_NAMES, self._load_model_version
+        )
 
     @property
     def predictor(self) -> PredictorRef:
@@ -216,6 +222,7 @@ class AgentLBService:
             store.close()
             raise
         service = cls(settings, store, tracker, balancer, clock=clock)
+        service.experiments.upkeep()
         log_event(
             log,
             "service_started",
@@ -297,8 +304,18 @@ class AgentLBService:
             raise DuplicateTaskError(task_id)
 
     def choose(self, task: TaskRequest, strategy: str | None = None, top_k: int = 1) -> SelectionResult:
-        """The in-memory half of a selection (CPU only, no I/O): the task is now in flight."""
-        return self.balancer.select(task, strategy, top_k)
+        """The in-memory half of a selection (CPU only, no I/O): the task is now in flight.
+        A selection that names no strategy may be routed to a running experiment's arm."""
+        routed, arm = self.experiments.router.route(task, strategy)
+        if arm is None:
+            return self.balancer.select(task, routed, top_k)
+        try:
+            result = self.balancer.select(task, routed, top_k)
+        except UnknownStrategyError:  # the experiment stopped between routing and selecting
+            return self.balancer.select(task, None, top_k)
+        result = dataclasses.replace(result, experiment=arm)
+        self.experiments.observe(result)
+        return result
 
     def record_dispatch(self, result: SelectionResult, started: float) -> None:
         """The I/O half: log the dispatch in the store (waiting for its group commit), then
@@ -529,6 +546,18 @@ class AgentLBService:
             return False
         self.reload_model()
         return True
+
+    def _load_model_version(self, version: str) -> Predictor:
+        """A registered version of the served model (an experiment arm's model)."""
+        from agentlb.predictor.model import ModelPredictor
+
+        uri = self.settings.model_uri or ""
+        name = (
+            uri[len("models:/") :].partition("@")[0].partition("/")[0]
+            if uri.startswith("models:/")
+            else MODEL_NAME
+        )
+        return ModelPredictor.from_uri(f"models:/{name}/{version}", self.settings.tracking_uri)
 
     def model_info(self) -> dict[str, Any]:
         """What serves predictions now: version, source, feature version, loaded_at, training

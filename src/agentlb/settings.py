@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     drift_window_s: float = Field(default=86_400.0, gt=0)
     drift_min_samples: int = Field(default=200, ge=1)
     drift_mae_tolerance: float = Field(default=0.25, ge=0)
+    experiment_upkeep_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often running experiments' stop conditions are checked and their per-arm "
+        "metrics refreshed (and experiments started at other replicas picked up); 0 turns it off.",
+    )
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     cors_origins: list[str] = Field(default_factory=list)
     log_level: str = "INFO"
