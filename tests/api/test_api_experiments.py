@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from api_support import ClientFactory, register_fleet
 from fastapi.testclient import TestClient
 
 from agentlb.store import Store
 from agentlb.store.experiments import ExperimentRecords
-from api_support import ClientFactory, register_fleet
 
 PATH = "/load-balancing/experiments"
 BODY: dict[str, Any] = {
