@@ -52,6 +52,7 @@ from agentlb.observability import Metrics, log_event, selection_log_fields
 from agentlb.predictor.base import Predictor, PredictorRef
 from agentlb.predictor.heuristic import HeuristicPredictor
 from agentlb.settings import MODEL_NAME, Settings, normalise_weights
+from agentlb.shadow import ShadowScorer
 from agentlb.sim.fleet import fleet_agents
 from agentlb.store import OutcomeWrite, Store
 from agentlb.strategies import STRATEGY_NAMES
@@ -190,6 +191,11 @@ class AgentLBService:
         self.experiments = ExperimentService(
             store, balancer, self.metrics.registry, clock, STRATEGY_NAMES, self._load_model_version
         )
+        self.shadow: ShadowScorer | None = None
+        if settings.shadow_model_uri:
+            self.shadow = ShadowScorer(
+                store, settings.shadow_model_uri, settings.tracking_uri, self.metrics.registry, clock
+            )
 
     @property
     def predictor(self) -> PredictorRef:
@@ -223,6 +229,8 @@ class AgentLBService:
             raise
         service = cls(settings, store, tracker, balancer, clock=clock)
         service.experiments.upkeep()
+        if service.shadow is not None:
+            service.shadow.poll()
         log_event(
             log,
             "service_started",
@@ -258,6 +266,8 @@ class AgentLBService:
         self.compile_thread = thread
 
     def close(self) -> None:
+        if self.shadow is not None:
+            self.shadow.close()
         self.writer.close()
         self.store.close()
 
@@ -349,6 +359,8 @@ class AgentLBService:
         elif error is not None:
             self._store_failed("record_dispatch", StoreUnavailableError(f"dispatch not logged: {error}"))
         duration = time.perf_counter() - started
+        if self.shadow is not None:
+            self.shadow.submit(result)
         self.metrics.observe_selection(result, duration)
         if selection_log.isEnabledFor(logging.INFO):
             selection_log.info(
@@ -514,6 +526,8 @@ class AgentLBService:
         appeared), or when the registry alias of a `models:/name@alias` URI moved to another
         version; True when a new model was loaded. Runs in a background thread, so MLflow's
         import and the registry call never sit on the request path."""
+        if self.shadow is not None:
+            self.shadow.poll()
         uri = self.settings.model_uri or ""
         if not uri:
             return False
@@ -568,6 +582,7 @@ class AgentLBService:
         info["fallback_reason"] = ref.fallback_reason
         info["model_uri"] = self.settings.model_uri
         info["poll_interval_s"] = self.settings.model_poll_interval_s
+        info["shadow"] = None if self.shadow is None else self.shadow.describe()
         try:
             report = assess_serving_model(
                 self.store, info, DriftPolicy.from_settings(self.settings), self.clock()

@@ -86,6 +86,24 @@ class Settings(BaseSettings):
     )
 
     model_poll_interval_s: float = Field(default=30.0, ge=0)
+    shadow_model_uri: str | None = Field(
+        default=None,
+        description="A challenger model (e.g. models:/agentlb-completion-time@challenger) that predicts "
+        "every live selection without deciding any; its live error is compared with the serving "
+        "model's on the same tasks. Polled like the champion. Unset: no shadow scoring.",
+    )
+    promotion_min_live_tasks: int = Field(
+        default=0,
+        ge=0,
+        description="With N > 0, `agentlb retrain` promotes a challenger only after its shadow error is "
+        "no worse than the champion's on at least N live tasks (0: the offline gate alone decides).",
+    )
+    promotion_live_margin: float = Field(
+        default=0.0,
+        ge=0,
+        description="How much worse (as a share of the champion's live MAE) the challenger may be and "
+        "still pass the live gate.",
+    )
     model_compile: bool = Field(
         default=True,
         description="Compile a loaded model's trees to native code (lleaves) in a background thread "

@@ -124,3 +124,20 @@ class ExperimentModel(Base):
     created_by: Mapped[str] = mapped_column(String())
     stopped_at: Mapped[float | None] = mapped_column(Float)
     stop_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ShadowPredictionModel(Base):
+    """A challenger model's prediction for a live dispatch it did not decide (shadow scoring),
+    next to what the serving model predicted for the same task."""
+
+    __tablename__ = "shadow_predictions"
+    __table_args__ = (Index("ix_shadow_predictions_version", "model_version", "predicted_at"),)
+
+    task_id: Mapped[str] = mapped_column(String(), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(), primary_key=True)
+    predicted_p50_s: Mapped[float] = mapped_column(Float)
+    predicted_p90_s: Mapped[float] = mapped_column(Float)
+    champion_version: Mapped[str | None] = mapped_column(String())
+    champion_p50_s: Mapped[float | None] = mapped_column(Float)
+    champion_p90_s: Mapped[float | None] = mapped_column(Float)
+    predicted_at: Mapped[float] = mapped_column(Float)
