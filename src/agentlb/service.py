@@ -189,7 +189,13 @@ class AgentLBService:
         # SQLite writers colliding in its busy handler (sleeps of up to 100 ms per try).
         self.writer = GroupCommitWriter(store)
         self.experiments = ExperimentService(
-            store, balancer, self.metrics.registry, clock, STRATEGY_NAMES, self._load_model_version
+            store,
+            balancer,
+            self.metrics.registry,
+            clock,
+            STRATEGY_NAMES,
+            self._load_model_version,
+            apply_weights=lambda weights: self.configure_weights(weights, "weight-bandit"),
         )
         self.shadow: ShadowScorer | None = None
         if settings.shadow_model_uri:
@@ -228,6 +234,8 @@ class AgentLBService:
             store.close()
             raise
         service = cls(settings, store, tracker, balancer, clock=clock)
+        if settings.weight_bandit:
+            service.experiments.ensure_weight_bandit(settings.weight_bandit_candidates)
         service.experiments.upkeep()
         if service.shadow is not None:
             service.shadow.poll()
@@ -413,6 +421,7 @@ class AgentLBService:
         assert outcome.task_id is not None
         if not created:
             return OutcomeReceipt(outcome.task_id, outcome.agent_id, True, False, False)
+        self.experiments.router.observe_outcome(outcome.task_id, now)
         completed: CompletedTask | None = None
         if in_flight:
             try:
@@ -439,6 +448,7 @@ class AgentLBService:
             outcome, task_id=task_id, task_type=outcome.task_type or completed.task_type
         )
         self._record_outcome(stored, now)
+        self.experiments.router.observe_outcome(task_id, now)
         self._observe_outcome(stored, completed)
         return OutcomeReceipt(
             task_id, outcome.agent_id, False, completed.task_id is not None, completed.ejected

@@ -56,6 +56,16 @@ def normalise_weights(weights: dict[str, float]) -> dict[str, float]:
     return {name: float(weights.get(name, 0.0)) / total for name in HYBRID_COMPONENTS}
 
 
+# The live bandit's default candidates: the shipped default and the vectors `agentlb
+# tune-weights` ranked closest to it (docs/benchmarks.md).
+WEIGHT_BANDIT_CANDIDATES: tuple[dict[str, float], ...] = (
+    {"weighted_round_robin": 0.25, "predictive": 0.75},
+    {"predictive": 1.0},
+    {"least_connection": 0.25, "predictive": 0.75},
+    {"predictive": 0.75, "resource_aware": 0.25},
+)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTLB_", extra="ignore")
 
@@ -112,6 +122,17 @@ class Settings(BaseSettings):
     drift_window_s: float = Field(default=86_400.0, gt=0)
     drift_min_samples: int = Field(default=200, ge=1)
     drift_mae_tolerance: float = Field(default=0.25, ge=0)
+    weight_bandit: bool = Field(
+        default=False,
+        description="Tune the hybrid weights on live traffic: a Thompson-sampling experiment over "
+        "`weight_bandit_candidates` that applies the winner once it is the fastest with probability "
+        ">= 0.95.",
+    )
+    weight_bandit_candidates: list[dict[str, float]] = Field(
+        default_factory=lambda: [dict(w) for w in WEIGHT_BANDIT_CANDIDATES],
+        description="The weight vectors the live bandit chooses between (pick them offline with "
+        "`agentlb tune-weights`).",
+    )
     experiment_upkeep_interval_s: float = Field(
         default=5.0,
         ge=0,
@@ -137,6 +158,13 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_weights(cls, value: dict[str, float]) -> dict[str, float]:
         return normalise_weights(value)
+
+    @field_validator("weight_bandit_candidates")
+    @classmethod
+    def _valid_candidates(cls, value: list[dict[str, float]]) -> list[dict[str, float]]:
+        if not 2 <= len(value) <= 8:
+            raise ValueError("give 2 to 8 weight vectors")
+        return [normalise_weights(v) for v in value]
 
     @field_validator("log_level")
     @classmethod

@@ -28,6 +28,11 @@ DEFAULT_ALPHA = 0.05
 # effect sizes the test is most sensitive to (sequential.py).
 DEFAULT_MIXING_EFFECT = 0.1
 MAX_ARMS = 8
+HASH = "hash"  # a fixed split by a stable hash of the task id (an A/B test)
+THOMPSON = "thompson"  # Thompson sampling on completion time (experiments/bandit.py)
+ALLOCATIONS = (HASH, THOMPSON)
+DEFAULT_SETTLE_PROBABILITY = 0.95
+DEFAULT_MIN_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,10 @@ class ExperimentDesign:
     stop_when_decided: bool = False
     alpha: float = DEFAULT_ALPHA
     mixing_effect: float = DEFAULT_MIXING_EFFECT
+    allocation: str = HASH
+    settle_probability: float = DEFAULT_SETTLE_PROBABILITY
+    min_share: float = DEFAULT_MIN_SHARE
+    apply_winner: bool = False
     _bounds: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -105,6 +114,10 @@ class ExperimentDesign:
             "stop_when_decided": self.stop_when_decided,
             "alpha": self.alpha,
             "mixing_effect": self.mixing_effect,
+            "allocation": self.allocation,
+            "settle_probability": self.settle_probability,
+            "min_share": self.min_share,
+            "apply_winner": self.apply_winner,
         }
 
     @classmethod
@@ -130,6 +143,10 @@ class ExperimentDesign:
             stop_when_decided=bool(raw.get("stop_when_decided", False)),
             alpha=float(raw.get("alpha", DEFAULT_ALPHA)),
             mixing_effect=float(raw.get("mixing_effect", DEFAULT_MIXING_EFFECT)),
+            allocation=str(raw.get("allocation", HASH)),
+            settle_probability=float(raw.get("settle_probability", DEFAULT_SETTLE_PROBABILITY)),
+            min_share=float(raw.get("min_share", DEFAULT_MIN_SHARE)),
+            apply_winner=bool(raw.get("apply_winner", False)),
         )
 
 
@@ -165,6 +182,10 @@ def design(
     alpha: float = DEFAULT_ALPHA,
     mixing_effect: float = DEFAULT_MIXING_EFFECT,
     strategies: Sequence[str] | None = None,
+    allocation: str = HASH,
+    settle_probability: float = DEFAULT_SETTLE_PROBABILITY,
+    min_share: float = DEFAULT_MIN_SHARE,
+    apply_winner: bool = False,
 ) -> ExperimentDesign:
     """A validated design; ExperimentError names the field and the reason. With `strategies`
     (the balancer's names), each arm's strategy must be one of them."""
@@ -203,6 +224,16 @@ def design(
         raise ExperimentError("alpha", "must be between 0 and 0.5")
     if not (math.isfinite(mixing_effect) and mixing_effect > 0):
         raise ExperimentError("mixing_effect", "must be a positive number")
+    if allocation not in ALLOCATIONS:
+        raise ExperimentError("allocation", f"one of {', '.join(ALLOCATIONS)}")
+    if not 0.5 < settle_probability < 1.0:
+        raise ExperimentError("settle_probability", "must be between 0.5 and 1")
+    if not 0.0 <= min_share * len(arms) < 1.0:
+        raise ExperimentError("min_share", f"must be >= 0 and below 1/{len(arms)} (one share per arm)")
+    if apply_winner and any(arm.strategy != "hybrid" or arm.weights is None for arm in arms):
+        raise ExperimentError(
+            "apply_winner", "applies a winner's hybrid weights: every arm needs hybrid weights"
+        )
     return ExperimentDesign(
         name=name.strip(),
         arms=tuple(arms),
@@ -213,6 +244,10 @@ def design(
         stop_when_decided=stop_when_decided,
         alpha=alpha,
         mixing_effect=mixing_effect,
+        allocation=allocation,
+        settle_probability=settle_probability,
+        min_share=min_share,
+        apply_winner=apply_winner,
     )
 
 

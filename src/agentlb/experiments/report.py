@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from agentlb.experiments.design import ExperimentDesign
+from agentlb.experiments.bandit import ArmStats, ThompsonAllocator
+from agentlb.experiments.design import THOMPSON, ExperimentDesign
 from agentlb.experiments.sequential import METHOD, SequentialResult, confidence_sequence
 
 
@@ -104,7 +105,32 @@ def experiment_report(design: ExperimentDesign, samples: dict[str, ArmSamples]) 
             summary["diff_to_control_ci95"] = None if sequence is None else [sequence.lower, sequence.upper]
             summary["decided_after_tasks"] = None if sequence is None else sequence.decided_after
         arms.append(summary)
+    if design.allocation == THOMPSON:
+        return {"arms": arms, "verdict": _bandit_verdict(design, samples)}
     return {"arms": arms, "verdict": _verdict(design, arms, sequences)}
+
+
+def bandit_stats(design: ExperimentDesign, samples: dict[str, ArmSamples]) -> dict[str, ArmStats]:
+    return {
+        arm.name: ArmStats.of(samples[arm.name].completion_s) for arm in design.arms if arm.name in samples
+    }
+
+
+def _bandit_verdict(design: ExperimentDesign, samples: dict[str, ArmSamples]) -> dict[str, Any]:
+    """Settled when one arm is the fastest with posterior probability >= settle_probability.
+    (Adaptive allocation breaks the fixed-split assumptions of the sequential test, so the
+    bandit's own posterior decides.)"""
+    allocator = ThompsonAllocator([a.name for a in design.arms], design.min_share)
+    allocator.replace(bandit_stats(design, samples))
+    settled = allocator.settled(design.settle_probability)
+    return {
+        "decided": settled is not None,
+        "winner": None if settled is None else settled[0],
+        "method": f"Thompson sampling; settled when P(fastest) >= {design.settle_probability}",
+        "alpha": design.alpha,
+        "metric": "mean completion time (outcome report time minus selection time)",
+        "probability_best": allocator.probability_best(),
+    }
 
 
 def _against_control(

@@ -10,15 +10,21 @@ strategy instance, registered in the balancer under `strategy[experiment/arm]`.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 from agentlb.balancer import Balancer
 from agentlb.domain import ExperimentArmRef, TaskRequest
 from agentlb.errors import ExperimentError
-from agentlb.experiments.design import Arm, Experiment
+from agentlb.experiments.bandit import ArmStats, ThompsonAllocator
+from agentlb.experiments.design import THOMPSON, Arm, Experiment
 from agentlb.predictor.base import Predictor, PredictorRef
 
 PredictorLoader = Callable[[str], Predictor]
+# Tasks of adaptive (Thompson) experiments awaiting their outcome, for the in-process update of
+# the arms' posteriors; the oldest are forgotten beyond this (the store-based refresh at each
+# upkeep still counts them).
+MAX_PENDING = 100_000
 
 
 def arm_strategy_name(experiment_id: str, arm: Arm) -> str:
@@ -45,6 +51,8 @@ class ExperimentRouter:
         self._running: tuple[Experiment, ...] = ()
         self._routed: dict[str, int] = {}
         self._variants: dict[str, tuple[str, ...]] = {}  # experiment id -> variant names
+        self._allocators: dict[str, ThompsonAllocator] = {}
+        self._pending: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -82,6 +90,12 @@ class ExperimentRouter:
             names.append(name)
         with self._lock:
             self._variants[experiment.id] = tuple(names)
+            if experiment.design.allocation == THOMPSON:
+                self._allocators[experiment.id] = ThompsonAllocator(
+                    [a.name for a in experiment.design.arms],
+                    experiment.design.min_share,
+                    seed=self.balancer.seed,
+                )
 
     def set_running(self, experiments: Sequence[Experiment], routed: Mapping[str, int] | None = None) -> None:
         """Route to these experiments from now on (oldest first); arms' strategies are built for
@@ -95,6 +109,8 @@ class ExperimentRouter:
         with self._lock:
             gone = [eid for eid in self._variants if eid not in keep]
             dropped = [name for eid in gone for name in self._variants.pop(eid)]
+            for eid in gone:
+                self._allocators.pop(eid, None)
             for eid, count in (routed or {}).items():
                 self._routed[eid] = max(self._routed.get(eid, 0), count)
             self._running = ordered
@@ -115,9 +131,42 @@ class ExperimentRouter:
                 if design.max_tasks is not None and count >= design.max_tasks:
                     continue
                 self._routed[experiment.id] = count + 1
-            arm = design.arm_for(experiment.id, task.task_id)
+                allocator = self._allocators.get(experiment.id)
+                if allocator is None:
+                    arm = design.arm_for(experiment.id, task.task_id)
+                else:
+                    name = allocator.choose()
+                    arm = next(a for a in design.arms if a.name == name)
+                    self._pending[task.task_id] = (experiment.id, name, now)
+                    if len(self._pending) > MAX_PENDING:
+                        self._pending.popitem(last=False)
             return arm_strategy_name(experiment.id, arm), ExperimentArmRef(experiment.id, arm.name)
         return None, None
+
+    def observe_outcome(self, task_id: str, finished_at: float) -> None:
+        """A routed task of an adaptive experiment finished: its arm's posterior learns the
+        completion time (outcome time minus routing time)."""
+        if not self._pending:
+            return
+        with self._lock:
+            entry = self._pending.pop(task_id, None)
+            if entry is None:
+                return
+            experiment_id, arm, routed_at = entry
+            allocator = self._allocators.get(experiment_id)
+            if allocator is not None:
+                allocator.observe(arm, max(0.0, finished_at - routed_at))
+
+    def allocator(self, experiment_id: str) -> ThompsonAllocator | None:
+        return self._allocators.get(experiment_id)
+
+    def refresh_allocator(self, experiment_id: str, stats: Mapping[str, ArmStats]) -> None:
+        """Replace an adaptive experiment's arm statistics with the store's (every replica's
+        outcomes, the ones this process never saw included)."""
+        with self._lock:
+            allocator = self._allocators.get(experiment_id)
+            if allocator is not None:
+                allocator.replace(stats)
 
     def limits_reached(self, now: float) -> list[tuple[Experiment, str]]:
         """Running experiments whose task or time limit is reached, with the reason."""

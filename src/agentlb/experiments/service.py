@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -19,16 +19,20 @@ from agentlb.experiments.design import (
     RUNNING,
     STATUSES,
     STOPPED,
+    THOMPSON,
+    Arm,
     Experiment,
     ExperimentDesign,
+    design,
 )
-from agentlb.experiments.report import arm_samples_from_rows, experiment_report
+from agentlb.experiments.report import arm_samples_from_rows, bandit_stats, experiment_report
 from agentlb.experiments.routing import ExperimentRouter, PredictorLoader
 from agentlb.observability import log_event
 from agentlb.store import Store
 from agentlb.store.experiments import ExperimentRecords
 
 log = logging.getLogger("agentlb.experiments")
+WEIGHT_BANDIT = "weight-bandit"
 
 
 class ExperimentMetrics:
@@ -78,12 +82,14 @@ class ExperimentService:
         clock: Callable[[], float],
         strategies: Sequence[str],
         load_model_version: PredictorLoader | None = None,
+        apply_weights: Callable[[dict[str, float]], object] | None = None,
     ) -> None:
         self.records = ExperimentRecords(store)
         self.router = ExperimentRouter(balancer, clock, load_model_version)
         self.metrics = ExperimentMetrics(registry)
         self.clock = clock
         self.strategies = tuple(strategies)
+        self.apply_weights = apply_weights
 
     def load(self) -> None:
         """Route to the running experiments in the store (at start, and at every upkeep)."""
@@ -120,6 +126,21 @@ class ExperimentService:
         self.router.set_running([*self.router.running, experiment])
         log_event(log, "experiment_started", experiment=experiment.id, design=design.as_dict(), by=created_by)
         return experiment
+
+    def ensure_weight_bandit(self, candidates: Sequence[Mapping[str, float]]) -> Experiment:
+        """The running live weight bandit, started over `candidates` when none runs."""
+        for experiment in self.records.find(RUNNING):
+            if experiment.design.name == WEIGHT_BANDIT:
+                return experiment
+        share = 1.0 / len(candidates)
+        plan = design(
+            WEIGHT_BANDIT,
+            [Arm(f"w{i}", "hybrid", share, weights=dict(w)) for i, w in enumerate(candidates)],
+            allocation=THOMPSON,
+            apply_winner=True,
+            strategies=self.strategies,
+        )
+        return self.start(plan, "settings")
 
     def get(self, experiment_id: str) -> Experiment:
         experiment = self.records.get(experiment_id)
@@ -168,11 +189,30 @@ class ExperimentService:
             for experiment, reason in self.router.limits_reached(now):
                 self._complete(experiment, reason)
             for experiment in self.router.running:
-                report = self._evidence(experiment)
-                if experiment.design.stop_when_decided and report["verdict"]["decided"]:
-                    self._complete(experiment, f"decided: {report['verdict']['winner']} wins")
+                self._follow(experiment)
         except StoreUnavailableError as exc:
             log_event(log, "experiment_upkeep_failed", logging.WARNING, reason=str(exc))
+
+    def _follow(self, experiment: Experiment) -> None:
+        """One running experiment's upkeep: the report (and metrics); an adaptive experiment's
+        posteriors from the store; completion when decided and asked to."""
+        design = experiment.design
+        samples = arm_samples_from_rows(self.records.arm_rows(experiment.id))
+        report = experiment_report(design, samples)
+        self.metrics.publish(experiment, report)
+        if design.allocation == THOMPSON:
+            self.router.refresh_allocator(experiment.id, bandit_stats(design, samples))
+        verdict = report["verdict"]
+        if not verdict["decided"]:
+            return
+        if design.allocation == THOMPSON:
+            chance = verdict["probability_best"][verdict["winner"]]
+            self._complete(experiment, f"settled: {verdict['winner']} (P(fastest) = {chance:.3f})")
+            winner = next(a for a in design.arms if a.name == verdict["winner"])
+            if design.apply_winner and winner.weights is not None and self.apply_weights is not None:
+                self.apply_weights(dict(winner.weights))
+        elif design.stop_when_decided:
+            self._complete(experiment, f"decided: {verdict['winner']} wins")
 
     def _complete(self, experiment: Experiment, reason: str) -> None:
         if self.records.finish(experiment.id, COMPLETED, reason, self.clock()):

@@ -265,6 +265,8 @@ class Simulation:
         self._finished += 1
         agent.completed += 1
         self._log(now, "finish" if success else "fail", task.task_id, agent.spec.id)
+        if self._router is not None:
+            self._router.observe_outcome(task.task_id, now)
         if self.config.strategy != ORACLE:
             tick = time.perf_counter()
             self.balancer.report(

@@ -62,6 +62,16 @@ class ExperimentCreate(BaseModel):
     max_duration_s: float | None = Field(default=None, gt=0)
     stop_when_decided: bool = Field(default=False, description="Complete as soon as the verdict is decided.")
     alpha: float = Field(default=DEFAULT_ALPHA, gt=0, lt=0.5, description="Error rate of the verdict.")
+    allocation: Literal["hash", "thompson"] = Field(
+        default="hash",
+        description="hash: a fixed split by the task id (an A/B test, judged by the sequential test); "
+        "thompson: Thompson sampling on completion time, settling on the fastest arm.",
+    )
+    settle_probability: float = Field(
+        default=0.95, gt=0.5, lt=1, description="thompson: P(fastest) to settle."
+    )
+    min_share: float = Field(default=0.05, ge=0, lt=0.5, description="thompson: traffic kept on every arm.")
+    apply_winner: bool = Field(default=False, description="thompson: apply the winner's hybrid weights.")
     mixing_effect: float = Field(
         default=DEFAULT_MIXING_EFFECT,
         gt=0,
@@ -110,6 +120,9 @@ class VerdictPublic(BaseModel):
     method: str
     alpha: float
     metric: str
+    probability_best: dict[str, float] | None = Field(
+        default=None, description="thompson: each arm's posterior probability of being the fastest."
+    )
 
 
 class ExperimentReportPublic(ExperimentPublic):
@@ -141,6 +154,10 @@ async def start_experiment(body: ExperimentCreate, service: ServiceDep, who: Adm
         alpha=body.alpha,
         mixing_effect=body.mixing_effect,
         strategies=STRATEGY_NAMES,
+        allocation=body.allocation,
+        settle_probability=body.settle_probability,
+        min_share=body.min_share,
+        apply_winner=body.apply_winner,
     )
     experiment = await run_in_threadpool(service.experiments.start, plan, who)
     return ExperimentPublic(**describe(experiment))
