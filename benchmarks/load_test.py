@@ -236,9 +236,7 @@ def breakdown(n_agents: int, model: Path | None = None, iterations: int = 500) -
         pending = iter(list(results))
         stages["store.record_dispatch"] = median_us(lambda: service.store.record_dispatch(next(pending)))
         batch_size = 32
-        batches = [
-            [service.balancer.select(task(), "hybrid") for _ in range(batch_size)] for _ in range(20)
-        ]
+        batches = [[service.balancer.select(task(), "hybrid") for _ in range(batch_size)] for _ in range(20)]
         queued = iter(batches)
         stages[f"record_dispatches, per row (x{batch_size})"] = (
             median_us(lambda: service.store.record_dispatches(next(queued)), iterations=len(batches))
