@@ -1,10 +1,12 @@
 """What shadow scoring a challenger adds to a selection, side by side in one process.
 
-Two services on one trained champion (hybrid strategy, 20 agents, SQLite dispatch log): one
-without a shadow model, one with the challenger shadow-scoring every selection. Runs alternate
-(`--repeats` each) and each times `--selections` select + outcome cycles; the figure is the
-median over runs of each run's median (and p99) `AgentLBService.select` time, dispatch write
-included, with the shadow thread predicting and writing beside it.
+One service on a trained champion (hybrid strategy, 20 agents, SQLite dispatch log) with a
+challenger loaded for shadow scoring. Blocks of `--block-size` select + outcome cycles alternate
+between shadow scoring on and off (`--blocks` each; what a block with the shadow left queued is
+flushed before the next block starts), so both modes share the process, the
+database and the machine's moment; the figures are the p50, p99 and mean
+`AgentLBService.select` time of each mode (dispatch write included, the shadow thread
+predicting and writing beside it when on).
 
     .venv/bin/python benchmarks/shadow_overhead.py   # docs/results/shadow_overhead.json + docs
 """
@@ -33,46 +35,50 @@ RESULTS = REPO / "docs" / "results" / "shadow_overhead.json"
 DOC = REPO / "docs" / "benchmarks.md"
 
 
-def run(settings: Settings, selections: int, offset: int) -> dict[str, float]:
+def run_blocks(settings: Settings, blocks: int, block_size: int) -> dict[str, list[float]]:
+    """One service with the challenger loaded; blocks of selections alternate between shadow
+    scoring on and off (same process, database and fleet state), each block's select times kept."""
     service = AgentLBService.open(settings)
+    times: dict[str, list[float]] = {"without": [], "with": []}
     try:
-        if not service.store.list_agents():
-            for i in range(20):
-                service.register_agent(Agent(id=f"agent-{i}", name=f"agent-{i}", max_concurrency=8))
-        if service.shadow is not None:
-            assert service.shadow.model is not None, service.shadow.reason
-        times = []
+        for i in range(20):
+            service.register_agent(Agent(id=f"agent-{i}", name=f"agent-{i}", max_concurrency=8))
+        scorer = service.shadow
+        assert scorer is not None and scorer.model is not None, scorer and scorer.reason
         types = ("text_analysis", "prompt_generation", "object_detection", "video_analysis")
-        for i in range(selections):
-            task = TaskRequest(
-                types[i % 4],
-                requirements={"input_tokens": 500 + 37 * (i % 50), "complexity": "medium", "priority": 2},
-                task_id=f"r{offset}-{i}",
-            )
-            started = time.perf_counter()
-            result = service.select(task)
-            times.append(time.perf_counter() - started)
-            service.report_outcome(
-                TaskOutcome(result.selected_agent.id, 1.0 + (i % 7) * 0.3, True, task.task_id)
-            )
-        scored = service.shadow.flush() if service.shadow is not None else 0
+        n = 0
+        for block in range(2 * blocks):
+            mode = "with" if block % 2 else "without"
+            service.shadow = scorer if mode == "with" else None
+            for _ in range(block_size):
+                task = TaskRequest(
+                    types[n % 4],
+                    requirements={"input_tokens": 500 + 37 * (n % 50), "complexity": "medium", "priority": 2},
+                    task_id=f"task-{n}",
+                )
+                started = time.perf_counter()
+                result = service.select(task)
+                times[mode].append(time.perf_counter() - started)
+                service.report_outcome(
+                    TaskOutcome(result.selected_agent.id, 1.0 + (n % 7) * 0.3, True, task.task_id)
+                )
+                n += 1
+        service.shadow = scorer
+        scorer.flush(wait=True)
+        times["scored"] = [float(scorer.records.evidence(scorer.model.version).tasks)]
     finally:
         service.close()
-    times.sort()
-    return {
-        "p50_us": 1e6 * statistics.median(times),
-        "p99_us": 1e6 * times[int(0.99 * len(times))],
-        "mean_us": 1e6 * statistics.fmean(times),
-        "final_flush": scored,
-    }
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--selections", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--blocks", type=int, default=8, help="blocks of each mode, alternated")
+    parser.add_argument(
+        "--block-size", type=int, default=2500, help="selections per block (several shadow flush intervals)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
@@ -88,13 +94,6 @@ def main() -> None:
         run_training(history, settings=base, config=quick)  # v1: champion
         run_training(history, settings=base, config=quick.replace(seed=2))  # v2: challenger
         champion = f"models:/{MODEL_NAME}@champion"
-        plain = load_settings(
-            home=home,
-            model_uri=champion,
-            database_url=f"sqlite:///{home / 'plain.db'}",
-            model_compile=False,
-            model_poll_interval_s=0,
-        )
         shadowed = load_settings(
             home=home,
             model_uri=champion,
@@ -103,18 +102,22 @@ def main() -> None:
             model_compile=False,
             model_poll_interval_s=0,
         )
-        runs: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
-        for repeat in range(args.repeats):
-            runs["without"].append(run(plain, args.selections, repeat))
-            runs["with"].append(run(shadowed, args.selections, repeat))
+        times = run_blocks(shadowed, args.blocks, args.block_size)
     summary: dict[str, Any] = {
         "command": "python benchmarks/shadow_overhead.py "
-        f"--selections {args.selections} --repeats {args.repeats}",
-        "runs": runs,
+        f"--blocks {args.blocks} --block-size {args.block_size}",
+        "selections_scored": int(times["scored"][0]),
     }
+    for mode in ("without", "with"):
+        values = sorted(times[mode])
+        summary[mode] = {
+            "p50_us": 1e6 * statistics.median(values),
+            "p99_us": 1e6 * values[int(0.99 * len(values))],
+            "mean_us": 1e6 * statistics.fmean(values),
+            "selections": len(values),
+        }
     for name in ("p50_us", "p99_us", "mean_us"):
-        without = statistics.median(r[name] for r in runs["without"])
-        with_shadow = statistics.median(r[name] for r in runs["with"])
+        without, with_shadow = summary["without"][name], summary["with"][name]
         summary[name] = {"without": without, "with": with_shadow, "ratio": with_shadow / without}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=1) + "\n")

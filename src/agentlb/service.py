@@ -200,7 +200,12 @@ class AgentLBService:
         self.shadow: ShadowScorer | None = None
         if settings.shadow_model_uri:
             self.shadow = ShadowScorer(
-                store, settings.shadow_model_uri, settings.tracking_uri, self.metrics.registry, clock
+                store,
+                settings.shadow_model_uri,
+                settings.tracking_uri,
+                self.metrics.registry,
+                clock,
+                writer=self.writer.submit_call,
             )
 
     @property

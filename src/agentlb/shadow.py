@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from agentlb.domain import SelectionResult
 from agentlb.errors import AgentLBError, ModelLoadError
+from agentlb.group_commit import PendingWrite
 from agentlb.observability import log_event
 from agentlb.store import Store
 from agentlb.store.shadow import ShadowEvidence, ShadowRecords
@@ -29,7 +30,8 @@ from agentlb.store.shadow import ShadowEvidence, ShadowRecords
 log = logging.getLogger("agentlb.shadow")
 
 QUEUE_MAX = 50_000
-BATCH_INTERVAL_S = 0.25
+BATCH_INTERVAL_S = 1.0
+Writer = Callable[[Callable[[], int]], PendingWrite[int]]
 _Pending = tuple[str, str, dict[str, Any], str | None, float, float]
 
 
@@ -43,8 +45,12 @@ class ShadowScorer:
         tracking_uri: str,
         registry: CollectorRegistry,
         clock: Callable[[], float] = time.time,
+        writer: Writer | None = None,
     ) -> None:
+        """`writer` runs the store writes (the service passes its group-commit writer's
+        `submit_call`, so shadow rows never contend with dispatch writes); None writes here."""
         self.records = ShadowRecords(store)
+        self.writer = writer
         self.uri = uri
         self.tracking_uri = tracking_uri
         self.clock = clock
@@ -118,8 +124,9 @@ class ShadowScorer:
         log_event(log, "shadow_model_loaded", uri=self.uri, version=model.version)
         return True
 
-    def flush(self) -> int:
-        """Predict and store what is queued now; the number of predictions stored."""
+    def flush(self, wait: bool = False) -> int:
+        """Predict what is queued now and store it (through the writer when there is one);
+        the number of predictions made, or with `wait` the number stored once written."""
         model = self.model
         batch: list[_Pending] = []
         while self._pending:
@@ -148,14 +155,22 @@ class ShadowScorer:
             }
             for i, (task_id, _, _, champion_version, p50, p90) in enumerate(batch)
         ]
-        try:
-            written = self.records.record(rows)
-        except AgentLBError as exc:
-            self.dropped.inc(len(rows))
-            log_event(log, "shadow_write_failed", logging.WARNING, reason=str(exc))
-            return 0
-        self.scored.labels(model.version).inc(written)
-        return written
+        version = model.version
+
+        def write() -> int:
+            try:
+                written = self.records.record(rows)
+            except AgentLBError as exc:
+                self.dropped.inc(len(rows))
+                log_event(log, "shadow_write_failed", logging.WARNING, reason=str(exc))
+                return 0
+            self.scored.labels(version).inc(written)
+            return written
+
+        if self.writer is None:
+            return write()
+        pending = self.writer(write)
+        return pending.wait() if wait else len(rows)
 
     def _run(self) -> None:
         while not self._stop.is_set():

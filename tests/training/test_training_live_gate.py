@@ -62,7 +62,7 @@ def serve_live_tasks(settings: Settings, n: int, seed: int) -> dict[str, float]:
             duration = size / agent.speed_by_type[task_type] * math.exp(rng.gauss(0.0, NOISE_SIGMA))
             now[0] += duration / 4
             service.report_outcome(TaskOutcome(agent.agent_id, duration, True, task.task_id, task_type))
-        service.shadow.flush()
+        service.shadow.flush(wait=True)
         evidence = service.shadow.evidence()
         assert evidence is not None
         return evidence.as_dict()

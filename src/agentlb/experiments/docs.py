@@ -63,7 +63,7 @@ SHADOW_END = "<!-- shadow-overhead:end -->"
 def render_shadow_overhead(summary: dict[str, Any]) -> str:
     rows = [
         SHADOW_BEGIN,
-        f"Command: `{summary['command']}`.",
+        f"Command: `{summary['command']}`; {summary['selections_scored']} selections shadow-scored.",
         "",
         "| `select` time | without shadow | with the challenger shadow-scoring | ratio |",
         "| --- | ---: | ---: | ---: |",
