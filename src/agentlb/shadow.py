@@ -30,6 +30,7 @@ from agentlb.store.shadow import ShadowEvidence, ShadowRecords
 log = logging.getLogger("agentlb.shadow")
 
 QUEUE_MAX = 50_000
+ENCODE_CHUNK = 128  # rows encoded between two chances for the selections to take the GIL
 BATCH_INTERVAL_S = 1.0
 Writer = Callable[[Callable[[], int]], PendingWrite[int]]
 _Pending = tuple[str, str, dict[str, Any], str | None, float, float]
@@ -133,10 +134,10 @@ class ShadowScorer:
             batch.append(self._pending.popleft())
         if not batch or model is None:
             return 0
-        import pandas as pd
-
         try:
-            predicted = model.predict_frame(pd.DataFrame([row for _, _, row, _, _, _ in batch]))
+            predicted = model.predict_matrix_in_background(
+                _encode(model.spec, [row for _, _, row, _, _, _ in batch])
+            )
         except Exception as exc:  # a challenger that cannot score must not stop serving
             self.dropped.inc(len(batch))
             log_event(log, "shadow_predict_failed", logging.WARNING, version=model.version, reason=str(exc))
@@ -204,3 +205,16 @@ class ShadowScorer:
         else:
             info["evidence"] = None if evidence is None else evidence.as_dict()
         return info
+
+
+def _encode(spec: Any, rows: list[dict[str, Any]]) -> Any:
+    """The model's input matrix for dispatch rows, as training encodes a history frame
+    (`FeatureSpec.encode_frame`), a chunk at a time with a yield of the GIL between chunks."""
+    import numpy as np
+    import pandas as pd
+
+    parts = []
+    for start in range(0, len(rows), ENCODE_CHUNK):
+        parts.append(spec.encode_frame(pd.DataFrame(rows[start : start + ENCODE_CHUNK])))
+        time.sleep(0)
+    return np.ascontiguousarray(np.vstack(parts))

@@ -119,3 +119,16 @@ def test_a_worse_challenger_is_not_promoted_on_live_evidence_and_a_better_one_is
         better["registered_version"]
     )
     assert ModelPredictor.from_bundle(live.models_dir / "champion").version == better["model_version"]
+
+
+def test_background_scoring_gives_the_serving_numbers(
+    settings: Settings, history: pd.DataFrame, fast_config: TrainingConfig
+) -> None:
+    import numpy as np
+
+    run_training(history, settings=settings, config=fast_config.replace(sklearn_hgb=HGBConfig(enabled=False)))
+    model = ModelPredictor.from_bundle(settings.models_dir / "champion")
+    matrix = np.ascontiguousarray(model.spec.encode_frame(history.head(300)))
+    served, background = model.predict_matrix(matrix), model.predict_matrix_in_background(matrix)
+    np.testing.assert_allclose(background.p50_s, served.p50_s, rtol=1e-12)
+    np.testing.assert_allclose(background.p90_s, served.p90_s, rtol=1e-12)
