@@ -123,6 +123,7 @@ class Balancer:
         self.tracker = tracker
         self.predictor = predictor or PredictorRef(HeuristicPredictor())
         self.config = config or BalancerConfig()
+        self.seed = seed
         self.strategies: dict[str, Strategy] = build_strategies(
             self.predictor,
             seed,
@@ -152,6 +153,31 @@ class Balancer:
         with self._lock:
             hybrid.set_weights(weights)
         return dict(hybrid.weights)
+
+    def variant(
+        self, strategy: str, predictor: PredictorRef | None = None, weights: Mapping[str, float] | None = None
+    ) -> Strategy:
+        """A new instance of a registered strategy with another predictor and/or hybrid weights
+        (an experiment arm), configured as this balancer's own."""
+        built = build_strategies(
+            predictor or self.predictor,
+            self.seed,
+            weights if weights is not None else self.hybrid_weights,
+            self.config.slow_start_window_s,
+            self.config.peak_ewma_decay_s,
+        )
+        if strategy not in built:
+            raise UnknownStrategyError(strategy, built)
+        return built[strategy]
+
+    def add_strategy(self, name: str, strategy: Strategy) -> None:
+        """Serve `strategy` under `name` too (e.g. an experiment arm's variant)."""
+        with self._lock:
+            self.strategies = {**self.strategies, name: strategy}
+
+    def remove_strategy(self, name: str) -> None:
+        with self._lock:
+            self.strategies = {k: v for k, v in self.strategies.items() if k != name}
 
     # --- selection ------------------------------------------------------------------
     def candidates(

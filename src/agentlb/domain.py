@@ -369,6 +369,14 @@ class PredictedCompletion:
 
 
 @dataclass(frozen=True)
+class ExperimentArmRef:
+    """The experiment arm a selection was routed to (experiments/), logged with its dispatch."""
+
+    experiment_id: str
+    arm: str
+
+
+@dataclass(frozen=True)
 class SelectionResult:
     task_id: str
     selected_agent: Agent
@@ -386,6 +394,7 @@ class SelectionResult:
     task_attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
     dispatched_at: float = 0.0
     panic: bool = False
+    experiment: ExperimentArmRef | None = None
 
 
 @dataclass(frozen=True)

@@ -139,3 +139,18 @@ class ReservationLostError(AgentLBError):
 class ClusterError(AgentLBError):
     """A local cluster (`agentlb cluster`) cannot start or lost a process; the message says which
     part and why."""
+
+
+class ExperimentError(AgentLBError):
+    """An experiment definition or request that cannot run; `field` names what is wrong."""
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        self.field = field_name
+        self.reason = reason
+        super().__init__(f"{field_name}: {reason}")
+
+
+class UnknownExperimentError(AgentLBError):
+    def __init__(self, experiment_id: str) -> None:
+        self.experiment_id = experiment_id
+        super().__init__(f"unknown experiment: {experiment_id!r}")

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -147,6 +147,14 @@ class GroupCommitWriter:
         self._put(("outcome", pending), loop)
         return pending
 
+    def submit_call(self, call: Callable[[], T]) -> PendingWrite[T]:
+        """Run `call` on the writer thread, after the hot writes of its batch: other writes (e.g.
+        shadow predictions) then never contend with the hot ones for the database's write lock
+        (on SQLite, a contended writer sleeps in its busy handler)."""
+        pending: PendingWrite[T] = PendingWrite(call, None)
+        self._put(("call", pending), None)
+        return pending
+
     def close(self) -> None:
         """Commit what is queued, then stop the writer thread."""
         with self._lock:
@@ -205,11 +213,17 @@ class GroupCommitWriter:
     def _commit(self, batch: list[tuple[str, PendingWrite[Any]]]) -> None:
         dispatches = [pending for kind, pending in batch if kind == "dispatch"]
         outcomes = [pending for kind, pending in batch if kind == "outcome"]
+        calls = [pending for kind, pending in batch if kind == "call"]
         try:
             if dispatches:
                 self._commit_dispatches(dispatches)
             if outcomes:
                 self._commit_outcomes(outcomes)
+            for pending in calls:
+                try:
+                    pending._settle(pending.payload(), None)
+                except AgentLBError as exc:
+                    pending._settle(None, exc)
         except Exception as exc:  # a bug must reach every waiter (re-raised there), not hang them
             log.exception("group commit failed unexpectedly", extra={"event": "group_commit_failed"})
             for _kind, pending in batch:

@@ -43,16 +43,20 @@ from agentlb.errors import (
     StoreUnavailableError,
     TaskAlreadyCompletedError,
     UnknownAgentError,
+    UnknownStrategyError,
     UnknownTaskError,
 )
+from agentlb.experiments.service import ExperimentService
 from agentlb.group_commit import GroupCommitWriter, PendingWrite
 from agentlb.observability import Metrics, log_event, selection_log_fields
 from agentlb.predictor.base import Predictor, PredictorRef
 from agentlb.predictor.heuristic import HeuristicPredictor
 from agentlb.replication import Replica, open_live_state
-from agentlb.settings import Settings, normalise_weights
+from agentlb.settings import MODEL_NAME, Settings, normalise_weights
+from agentlb.shadow import ShadowScorer
 from agentlb.sim.fleet import fleet_agents
 from agentlb.store import OutcomeWrite, Store
+from agentlb.strategies import STRATEGY_NAMES
 from agentlb.tracker import AgentLoadTracker, Clock
 
 log = logging.getLogger("agentlb.service")
@@ -187,6 +191,25 @@ class AgentLBService:
         self.writer = GroupCommitWriter(store)
         # With AGENTLB_REDIS_URL: this replica's membership of the shared live state.
         self.replica: Replica | None = None
+        self.experiments = ExperimentService(
+            store,
+            balancer,
+            self.metrics.registry,
+            clock,
+            STRATEGY_NAMES,
+            self._load_model_version,
+            apply_weights=lambda weights: self.configure_weights(weights, "weight-bandit"),
+        )
+        self.shadow: ShadowScorer | None = None
+        if settings.shadow_model_uri:
+            self.shadow = ShadowScorer(
+                store,
+                settings.shadow_model_uri,
+                settings.tracking_uri,
+                self.metrics.registry,
+                clock,
+                writer=self.writer.submit_call,
+            )
 
     @property
     def predictor(self) -> PredictorRef:
@@ -209,6 +232,11 @@ class AgentLBService:
         tracker, balancer, replica, report = live.tracker, live.balancer, live.replica, live.report
         service = cls(settings, store, tracker, balancer, clock=clock)
         service.replica = replica
+        if settings.weight_bandit:
+            service.experiments.ensure_weight_bandit(settings.weight_bandit_candidates)
+        service.experiments.upkeep()
+        if service.shadow is not None:
+            service.shadow.poll()
         log_event(
             log,
             "service_started",
@@ -246,6 +274,8 @@ class AgentLBService:
     def close(self) -> None:
         if self.replica is not None:
             self.replica.close()
+        if self.shadow is not None:
+            self.shadow.close()
         self.writer.close()
         self.store.close()
 
@@ -292,8 +322,18 @@ class AgentLBService:
             raise DuplicateTaskError(task_id)
 
     def choose(self, task: TaskRequest, strategy: str | None = None, top_k: int = 1) -> SelectionResult:
-        """The in-memory half of a selection (CPU only, no I/O): the task is now in flight."""
-        return self.balancer.select(task, strategy, top_k)
+        """The in-memory half of a selection (CPU only, no I/O): the task is now in flight.
+        A selection that names no strategy may be routed to a running experiment's arm."""
+        routed, arm = self.experiments.router.route(task, strategy)
+        if arm is None:
+            return self.balancer.select(task, routed, top_k)
+        try:
+            result = self.balancer.select(task, routed, top_k)
+        except UnknownStrategyError:  # the experiment stopped between routing and selecting
+            return self.balancer.select(task, None, top_k)
+        result = dataclasses.replace(result, experiment=arm)
+        self.experiments.observe(result)
+        return result
 
     def record_dispatch(self, result: SelectionResult, started: float) -> None:
         """The I/O half: log the dispatch in the store (waiting for its group commit), then
@@ -327,6 +367,8 @@ class AgentLBService:
         elif error is not None:
             self._store_failed("record_dispatch", StoreUnavailableError(f"dispatch not logged: {error}"))
         duration = time.perf_counter() - started
+        if self.shadow is not None:
+            self.shadow.submit(result)
         self.metrics.observe_selection(result, duration)
         if selection_log.isEnabledFor(logging.INFO):
             selection_log.info(
@@ -381,6 +423,7 @@ class AgentLBService:
         assert outcome.task_id is not None
         if not created:
             return OutcomeReceipt(outcome.task_id, outcome.agent_id, True, False, False)
+        self.experiments.router.observe_outcome(outcome.task_id, now)
         completed: CompletedTask | None = None
         if in_flight:
             try:
@@ -407,6 +450,7 @@ class AgentLBService:
             outcome, task_id=task_id, task_type=outcome.task_type or completed.task_type
         )
         self._record_outcome(stored, now)
+        self.experiments.router.observe_outcome(task_id, now)
         self._observe_outcome(stored, completed)
         return OutcomeReceipt(
             task_id, outcome.agent_id, False, completed.task_id is not None, completed.ejected
@@ -496,6 +540,8 @@ class AgentLBService:
         appeared), or when the registry alias of a `models:/name@alias` URI moved to another
         version; True when a new model was loaded. Runs in a background thread, so MLflow's
         import and the registry call never sit on the request path."""
+        if self.shadow is not None:
+            self.shadow.poll()
         uri = self.settings.model_uri or ""
         if not uri:
             return False
@@ -529,6 +575,18 @@ class AgentLBService:
         self.reload_model()
         return True
 
+    def _load_model_version(self, version: str) -> Predictor:
+        """A registered version of the served model (an experiment arm's model)."""
+        from agentlb.predictor.model import ModelPredictor
+
+        uri = self.settings.model_uri or ""
+        name = (
+            uri[len("models:/") :].partition("@")[0].partition("/")[0]
+            if uri.startswith("models:/")
+            else MODEL_NAME
+        )
+        return ModelPredictor.from_uri(f"models:/{name}/{version}", self.settings.tracking_uri)
+
     def model_info(self) -> dict[str, Any]:
         """What serves predictions now: version, source, feature version, loaded_at, training
         metrics, why the heuristic is in use when it is, and the model's drift (its accuracy over
@@ -538,6 +596,7 @@ class AgentLBService:
         info["fallback_reason"] = ref.fallback_reason
         info["model_uri"] = self.settings.model_uri
         info["poll_interval_s"] = self.settings.model_poll_interval_s
+        info["shadow"] = None if self.shadow is None else self.shadow.describe()
         try:
             report = assess_serving_model(
                 self.store, info, DriftPolicy.from_settings(self.settings), self.clock()

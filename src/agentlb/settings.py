@@ -56,6 +56,16 @@ def normalise_weights(weights: dict[str, float]) -> dict[str, float]:
     return {name: float(weights.get(name, 0.0)) / total for name in HYBRID_COMPONENTS}
 
 
+# The live bandit's default candidates: the shipped default and the vectors `agentlb
+# tune-weights` ranked closest to it (docs/benchmarks.md).
+WEIGHT_BANDIT_CANDIDATES: tuple[dict[str, float], ...] = (
+    {"weighted_round_robin": 0.25, "predictive": 0.75},
+    {"predictive": 1.0},
+    {"least_connection": 0.25, "predictive": 0.75},
+    {"predictive": 0.75, "resource_aware": 0.25},
+)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTLB_", extra="ignore")
 
@@ -86,6 +96,24 @@ class Settings(BaseSettings):
     )
 
     model_poll_interval_s: float = Field(default=30.0, ge=0)
+    shadow_model_uri: str | None = Field(
+        default=None,
+        description="A challenger model (e.g. models:/agentlb-completion-time@challenger) that predicts "
+        "every live selection without deciding any; its live error is compared with the serving "
+        "model's on the same tasks. Polled like the champion. Unset: no shadow scoring.",
+    )
+    promotion_min_live_tasks: int = Field(
+        default=0,
+        ge=0,
+        description="With N > 0, `agentlb retrain` promotes a challenger only after its shadow error is "
+        "no worse than the champion's on at least N live tasks (0: the offline gate alone decides).",
+    )
+    promotion_live_margin: float = Field(
+        default=0.0,
+        ge=0,
+        description="How much worse (as a share of the champion's live MAE) the challenger may be and "
+        "still pass the live gate.",
+    )
     model_compile: bool = Field(
         default=True,
         description="Compile a loaded model's trees to native code (lleaves) in a background thread "
@@ -94,6 +122,23 @@ class Settings(BaseSettings):
     drift_window_s: float = Field(default=86_400.0, gt=0)
     drift_min_samples: int = Field(default=200, ge=1)
     drift_mae_tolerance: float = Field(default=0.25, ge=0)
+    weight_bandit: bool = Field(
+        default=False,
+        description="Tune the hybrid weights on live traffic: a Thompson-sampling experiment over "
+        "`weight_bandit_candidates` that applies the winner once it is the fastest with probability "
+        ">= 0.95.",
+    )
+    weight_bandit_candidates: list[dict[str, float]] = Field(
+        default_factory=lambda: [dict(w) for w in WEIGHT_BANDIT_CANDIDATES],
+        description="The weight vectors the live bandit chooses between (pick them offline with "
+        "`agentlb tune-weights`).",
+    )
+    experiment_upkeep_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often running experiments' stop conditions are checked and their per-arm "
+        "metrics refreshed (and experiments started at other replicas picked up); 0 turns it off.",
+    )
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     cors_origins: list[str] = Field(default_factory=list)
     log_level: str = "INFO"
@@ -129,6 +174,13 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_weights(cls, value: dict[str, float]) -> dict[str, float]:
         return normalise_weights(value)
+
+    @field_validator("weight_bandit_candidates")
+    @classmethod
+    def _valid_candidates(cls, value: list[dict[str, float]]) -> list[dict[str, float]]:
+        if not 2 <= len(value) <= 8:
+            raise ValueError("give 2 to 8 weight vectors")
+        return [normalise_weights(v) for v in value]
 
     @field_validator("log_level")
     @classmethod

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentlb.api.errors import http_error_handler, install_error_handlers
-from agentlb.api.routes import agents, ops, selection
+from agentlb.api.routes import agents, experiments, ops, selection
 from agentlb.api.schemas import ErrorPublic, SelectAgentRequest, ValidationErrorPublic
 from agentlb.errors import ModelLoadError
 from agentlb.service import AgentLBService
@@ -227,6 +227,13 @@ async def _poll_model(service: AgentLBService, interval_s: float) -> None:
             )
 
 
+async def _experiment_upkeep(service: AgentLBService, interval_s: float) -> None:
+    """Stop conditions of running experiments (tasks, time, a decisive result)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        await run_in_threadpool(service.experiments.upkeep)
+
+
 def create_app(settings: Settings | None = None, service: AgentLBService | None = None) -> AgentLBApp:
     """Build the API. Pass `service` to serve an already-open service (it is then not closed
     by the app); otherwise the lifespan opens one from `settings` and closes it at shutdown."""
@@ -240,18 +247,20 @@ def create_app(settings: Settings | None = None, service: AgentLBService | None 
             return
         opened = await run_in_threadpool(AgentLBService.open, settings)
         app.state.service = opened
-        poller = (
-            asyncio.create_task(_poll_model(opened, settings.model_poll_interval_s))
-            if settings.model_poll_interval_s > 0
-            else None
-        )
+        background = []
+        if settings.model_poll_interval_s > 0:
+            background.append(asyncio.create_task(_poll_model(opened, settings.model_poll_interval_s)))
+        if settings.experiment_upkeep_interval_s > 0:
+            background.append(
+                asyncio.create_task(_experiment_upkeep(opened, settings.experiment_upkeep_interval_s))
+            )
         try:
             yield
         finally:
-            if poller is not None:
-                poller.cancel()
+            for task in background:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await poller
+                    await task
             opened.close()
 
     app = AgentLBApp(
@@ -266,6 +275,7 @@ def create_app(settings: Settings | None = None, service: AgentLBService | None 
     app.include_router(selection.router)
     app.include_router(agents.router)
     app.include_router(ops.router)
+    app.include_router(experiments.router)
     if settings.cors_origins:
         app.fast_select = False
         app.add_middleware(

@@ -22,6 +22,7 @@ from agentlb.errors import (
     ConflictingAgentError,
     ConflictingOutcomeError,
     DuplicateTaskError,
+    ExperimentError,
     FleetFileError,
     HistoryValidationError,
     InvalidOutcomeError,
@@ -34,6 +35,7 @@ from agentlb.errors import (
     StoreUnavailableError,
     TaskAlreadyCompletedError,
     UnknownAgentError,
+    UnknownExperimentError,
     UnknownStrategyError,
     UnknownTaskError,
 )
@@ -46,12 +48,14 @@ STATUS_BY_ERROR: tuple[tuple[type[AgentLBError], int, str], ...] = (
     (PermissionDeniedError, 403, "forbidden"),
     (UnknownAgentError, 404, "unknown_agent"),
     (UnknownTaskError, 404, "unknown_task"),
+    (UnknownExperimentError, 404, "unknown_experiment"),
     (NoEligibleAgentError, 409, "no_eligible_agent"),
     (ConflictingOutcomeError, 409, "conflicting_outcome"),
     (ConflictingAgentError, 409, "conflicting_agent"),
     (DuplicateTaskError, 409, "duplicate_task"),
     (TaskAlreadyCompletedError, 409, "task_already_completed"),
     (UnknownStrategyError, 422, "unknown_strategy"),
+    (ExperimentError, 422, "invalid_experiment"),
     (InvalidWeightsError, 422, "invalid_weights"),
     (InvalidOutcomeError, 422, "invalid_outcome"),
     (BenchmarkLimitError, 422, "benchmark_limit"),
@@ -81,6 +85,8 @@ def _extra(exc: AgentLBError) -> dict[str, Any]:
         return {"task_id": exc.task_id, "fields": exc.fields}
     if isinstance(exc, UnknownAgentError):
         return {"agent_id": exc.agent_id}
+    if isinstance(exc, UnknownExperimentError):
+        return {"experiment_id": exc.experiment_id}
     if isinstance(exc, (UnknownTaskError, DuplicateTaskError, TaskAlreadyCompletedError)):
         return {"task_id": exc.task_id}
     return {}
@@ -89,6 +95,10 @@ def _extra(exc: AgentLBError) -> dict[str, Any]:
 async def agentlb_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AgentLBError)
     status, kind = status_for(exc)
+    if isinstance(exc, ExperimentError):  # a field problem: the validation error's shape
+        return JSONResponse(
+            {"error": kind, "detail": [{"field": exc.field, "reason": exc.reason}]}, status_code=status
+        )
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if status >= 500:
         log.warning(

@@ -149,6 +149,11 @@ class PredictedCompletionPublic(_Public):
     wait: float
 
 
+class ExperimentArmPublic(BaseModel):
+    id: str
+    arm: str
+
+
 class SelectAgentResponse(BaseModel):
     selected_agent_id: str
     selected_agent_name: str
@@ -162,6 +167,9 @@ class SelectAgentResponse(BaseModel):
     panic: bool
     predicted_completion_s: PredictedCompletionPublic | None
     model_version: str | None
+    experiment: ExperimentArmPublic | None = Field(
+        default=None, description="The experiment arm that selected, when an experiment routed the task."
+    )
 
     @staticmethod
     def fields_of(r: SelectionResult) -> dict[str, Any]:
@@ -197,6 +205,9 @@ class SelectAgentResponse(BaseModel):
                 "wait": float(p.wait_s),
             },
             "model_version": r.model_version,
+            "experiment": None
+            if r.experiment is None
+            else {"id": r.experiment.experiment_id, "arm": r.experiment.arm},
         }
 
     @classmethod

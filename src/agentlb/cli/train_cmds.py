@@ -147,6 +147,7 @@ def _retrain_once(
             why = "; ".join(report.reasons) or "accuracy within bounds"
             typer.echo(f"{report.model_version}: {verdict}, not retrained — {why}")
         return
+    _promote_on_live_evidence(as_json)
     with _stdout_to_stderr(True):
         summary = _train_once(
             None, True, since, simulate_if_short, config, None, None, True, True, quiet=True
@@ -156,6 +157,23 @@ def _retrain_once(
     else:
         promoted = "promoted" if summary["promoted"] else "not promoted"
         typer.echo(f"{summary['model_version']}: {promoted} — {summary['decision']['reason']}")
+
+
+def _promote_on_live_evidence(as_json: bool) -> None:
+    """With AGENTLB_PROMOTION_MIN_LIVE_TASKS > 0, the challenger of an earlier run is promoted
+    first when its live shadow evidence holds (training/live_gate.py)."""
+    from agentlb.settings import load_settings
+    from agentlb.training.live_gate import promote_challenger
+
+    settings = load_settings()
+    if settings.promotion_min_live_tasks <= 0:
+        return
+    decision = promote_challenger(settings)
+    if as_json:
+        typer.echo(json.dumps({"live_gate": decision}, default=str))
+    else:
+        verdict = "promoted" if decision["promoted"] else "not promoted"
+        typer.echo(f"challenger {decision.get('model_version', '')}: {verdict} — {decision['reason']}")
 
 
 def _train_once(
@@ -312,6 +330,33 @@ def register(app: typer.Typer) -> None:
             for reason in report.reasons:
                 typer.echo(f"  - {reason}")
         if report.drifted:
+            raise typer.Exit(code=3)
+
+    @app.command("promote-challenger")
+    def promote_challenger_cmd(
+        min_live_tasks: Annotated[
+            int | None, typer.Option(min=0, help="live tasks required (AGENTLB_PROMOTION_MIN_LIVE_TASKS)")
+        ] = None,
+        margin: Annotated[
+            float | None, typer.Option(min=0, help="allowed MAE excess (AGENTLB_PROMOTION_LIVE_MARGIN)")
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="the decision as JSON")] = False,
+    ) -> None:
+        """Promote the registered challenger when its shadow error on live tasks is no worse than
+        the champion's on the same tasks; exit 3 when it is not promoted."""
+        from agentlb.settings import load_settings
+        from agentlb.training.live_gate import promote_challenger
+
+        try:
+            decision = promote_challenger(load_settings(), min_live_tasks, margin)
+        except AgentLBError as exc:
+            raise _fail(exc) from None
+        if as_json:
+            typer.echo(json.dumps(decision, default=str))
+        else:
+            verdict = "promoted" if decision["promoted"] else "not promoted"
+            typer.echo(f"challenger {decision.get('model_version', '')}: {verdict} — {decision['reason']}")
+        if not decision["promoted"]:
             raise typer.Exit(code=3)
 
     @app.command("retrain")

@@ -21,6 +21,8 @@ from typing import Any
 from agentlb.balancer import Balancer, BalancerConfig
 from agentlb.domain import AttributeValue, SelectionResult, TaskOutcome, TaskRequest
 from agentlb.errors import AllAgentsEjectedError, NoEligibleAgentError, SimulationError
+from agentlb.experiments.design import Experiment, ExperimentDesign
+from agentlb.experiments.routing import ExperimentRouter
 from agentlb.predictor.base import PredictorRef
 from agentlb.sim.engine import Engine
 from agentlb.sim.fleet import SimAgentSpec
@@ -47,6 +49,9 @@ class RunConfig:
     record_events: bool = False
     collect_history: bool = False
     balancer_config: BalancerConfig = field(default_factory=BalancerConfig)
+    # An online experiment: its arms select the tasks in its scope (through the service's own
+    # router), `strategy` the others; RunResult.arms says which arm took each task.
+    experiment: ExperimentDesign | None = None
 
 
 @dataclass
@@ -92,6 +97,7 @@ class RunResult:
     wall_s: float
     balancer_s: float
     model_version: str | None
+    arms: list[str] = field(default_factory=list)
 
 
 def _overlap(a: float, b: float, lo: float, hi: float) -> float:
@@ -141,6 +147,13 @@ class Simulation:
         self._finished = 0
         self._model_version: str | None = None
         self._balancer_s = 0.0
+        self._arm = [""] * n
+        self._router: ExperimentRouter | None = None
+        if config.experiment is not None:
+            if config.strategy == ORACLE:
+                raise SimulationError("an experiment cannot run beside the oracle")
+            self._router = ExperimentRouter(self.balancer, self.engine.clock)
+            self._router.set_running([Experiment(f"sim{config.seed}", config.experiment, "running", 0.0)])
 
     # --- hidden truth ----------------------------------------------------------------
     @staticmethod
@@ -198,8 +211,14 @@ class Simulation:
                 deadline_s=task.deadline_s,
             )
             tick = time.perf_counter()
+            strategy = self.config.strategy
+            if self._router is not None:
+                routed, arm = self._router.route(request, None)
+                if arm is not None:
+                    strategy = routed or strategy
+                    self._arm[task.index] = arm.arm
             try:
-                result = self.balancer.select(request, self.config.strategy)
+                result = self.balancer.select(request, strategy)
             except (NoEligibleAgentError, AllAgentsEjectedError) as exc:
                 log.debug("task %s rejected: %s", task.task_id, exc)
                 self._reject(now, task)
@@ -246,6 +265,8 @@ class Simulation:
         self._finished += 1
         agent.completed += 1
         self._log(now, "finish" if success else "fail", task.task_id, agent.spec.id)
+        if self._router is not None:
+            self._router.observe_outcome(task.task_id, now)
         if self.config.strategy != ORACLE:
             tick = time.perf_counter()
             self.balancer.report(
@@ -379,6 +400,7 @@ class Simulation:
             wall_s=time.perf_counter() - started,
             balancer_s=self._balancer_s,
             model_version=self._model_version,
+            arms=self._arm if self._router is not None else [],
         )
 
 

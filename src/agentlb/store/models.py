@@ -43,6 +43,7 @@ class DispatchModel(Base):
     __table_args__ = (
         Index("ix_task_dispatches_dispatched_at", "dispatched_at"),
         Index("ix_task_dispatches_agent_id", "agent_id"),
+        Index("ix_task_dispatches_experiment", "experiment_id", "experiment_arm"),
     )
 
     seq: Mapped[int] = mapped_column(Sequential, primary_key=True, autoincrement=True)
@@ -61,6 +62,8 @@ class DispatchModel(Base):
     fallback_used: Mapped[bool | None] = mapped_column(Boolean)
     dispatched_at: Mapped[float | None] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(16), default="live")
+    experiment_id: Mapped[str | None] = mapped_column(String(32))
+    experiment_arm: Mapped[str | None] = mapped_column(String(32))
 
 
 class OutcomeModel(Base):
@@ -107,3 +110,34 @@ class DeploymentModel(Base):
     source: Mapped[str] = mapped_column(Text)
     loaded_at: Mapped[float] = mapped_column(Float)
 
+
+class ExperimentModel(Base):
+    """Online experiments (experiments/): the design as JSON and the lifecycle."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    design: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String())
+    stopped_at: Mapped[float | None] = mapped_column(Float)
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ShadowPredictionModel(Base):
+    """A challenger model's prediction for a live dispatch it did not decide (shadow scoring),
+    next to what the serving model predicted for the same task."""
+
+    __tablename__ = "shadow_predictions"
+    __table_args__ = (Index("ix_shadow_predictions_version", "model_version", "predicted_at"),)
+
+    task_id: Mapped[str] = mapped_column(String(), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(), primary_key=True)
+    predicted_p50_s: Mapped[float] = mapped_column(Float)
+    predicted_p90_s: Mapped[float] = mapped_column(Float)
+    champion_version: Mapped[str | None] = mapped_column(String())
+    champion_p50_s: Mapped[float | None] = mapped_column(Float)
+    champion_p90_s: Mapped[float | None] = mapped_column(Float)
+    predicted_at: Mapped[float] = mapped_column(Float)

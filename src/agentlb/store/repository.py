@@ -1076,6 +1076,8 @@ def _dispatch_values(result: SelectionResult) -> dict[str, Any]:
         "fallback_used": bool(result.fallback_used),
         "dispatched_at": float(result.dispatched_at),
         "source": "live",
+        "experiment_id": result.experiment.experiment_id if result.experiment else None,
+        "experiment_arm": result.experiment.arm if result.experiment else None,
     }
 
 

@@ -37,6 +37,7 @@ from agentlb.training.candidates import (
 )
 from agentlb.training.config import GateConfig, TrainingConfig
 from agentlb.training.data import PreparedHistory, describe_rejections, encode, prepare_history
+from agentlb.training.live_gate import defer_for_live_evidence
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -327,6 +328,7 @@ def _run(
         settings.tracking_uri, prepared.holdout, alpha
     )
     decision = gate_decision(winner.metrics, champion_metrics, config.gate, champion_note)
+    decision = defer_for_live_evidence(decision, settings, has_champion=champion_version is not None)
     decision["champion_version"] = champion_version
     decision["challenger_version"] = version_label
     client.set_registered_model_alias(MODEL_NAME, CHALLENGER_ALIAS, model_version)
