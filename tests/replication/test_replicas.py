@@ -14,13 +14,10 @@ import pytest
 import redis
 from replica_support import Cluster, Database, Tally, drive
 
-from postgres_support import postgres_skip_reason
 from redis_support import (
     PrivateRedis,
     delete_prefix,
     redis_server_available,
-    redis_skip_reason,
-    redis_url,
     unique_prefix,
 )
 
@@ -30,26 +27,6 @@ AGENTS = 40
 MAX_CONCURRENCY = 3  # 120 slots for 100 clients: a client never needs to go over a limit
 CLIENTS = 100
 CYCLES = 1000
-
-
-@pytest.fixture
-def database() -> Iterator[Database]:
-    reason = postgres_skip_reason("replicas share one PostgreSQL database")
-    if reason is not None:
-        pytest.skip(reason)
-    db = Database()
-    yield db
-    db.drop()
-
-
-@pytest.fixture
-def shared_redis() -> Iterator[tuple[str, str]]:
-    reason = redis_skip_reason("replicas share their live state through Redis")
-    if reason is not None:
-        pytest.skip(reason)
-    prefix = unique_prefix("replicas")
-    yield redis_url(), prefix
-    delete_prefix(redis_url(), prefix)
 
 
 @pytest.fixture
