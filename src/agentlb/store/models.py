@@ -106,4 +106,3 @@ class DeploymentModel(Base):
     alias: Mapped[str | None] = mapped_column(String())
     source: Mapped[str] = mapped_column(Text)
     loaded_at: Mapped[float] = mapped_column(Float)
-

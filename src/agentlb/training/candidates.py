@@ -201,12 +201,14 @@ def fit_sklearn_hgb(
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     keep = np.ones(len(spec.feature_names), dtype=bool) if usable is None else usable
-    if not keep.any():
-        raise ValueError("no feature column carries information (see dropped_features)")
-    x_train, x_holdout = x_train[:, keep], x_holdout[:, keep]
     categorical = np.zeros(len(spec.feature_names), dtype=bool)
     categorical[spec.categorical_indices] = True
-    mask = categorical[keep]
+    if keep.any():
+        x_train, x_holdout = x_train[:, keep], x_holdout[:, keep]
+        mask = categorical[keep]
+    else:  # nothing informative: one constant column, so the model predicts the training distribution
+        x_train, x_holdout = np.zeros((len(x_train), 1)), np.zeros((len(x_holdout), 1))
+        mask = np.zeros(1, dtype=bool)
     common: dict[str, Any] = {
         "max_iter": config.max_iter,
         "learning_rate": config.learning_rate,
