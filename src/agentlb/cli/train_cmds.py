@@ -122,6 +122,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     verdict = "PROMOTED to champion" if summary["promoted"] else "kept as challenger (not promoted)"
     console.print(f"winner: {summary['winner']} {summary['model_version']} — {verdict}: {decision['reason']}")
     console.print(f"bundle: {summary['bundle_path']}")
+    if summary.get("runs_view"):
+        console.print(f"runs view: {summary['runs_view']}", soft_wrap=True)
 
 
 def _simulated_history(n_tasks: int, seed: int) -> Any:

@@ -44,6 +44,7 @@ log = logging.getLogger("agentlb.training")
 
 ProgressCallback = Callable[[str, float], None]
 LOCK_FILE = "training.lock"
+LOCAL_UI = "http://127.0.0.1:5000"  # `make mlflow-ui`
 
 
 def _noop(message: str, fraction: float) -> None:
@@ -278,6 +279,7 @@ def _run(
         "registered_version": model_version,
         "bundle_path": bundle_path,
         "experiment_id": experiment_id,
+        "runs_view": tracking.runs_view_url(_ui_address(settings.tracking_uri), experiment_id),
         "dropped_features": selection.dropped,
         "tuning": tuning_summary,
         "rows": {
@@ -293,6 +295,11 @@ def _run(
         "encode_s": encode_s,
         "total_s": time.perf_counter() - started,
     }
+
+
+def _ui_address(tracking_uri: str) -> str:
+    """Where the MLflow UI answers: the tracking server itself, else `make mlflow-ui`'s address."""
+    return tracking_uri if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
 
 
 def _better_than_served(winner: CandidateResult, best: CandidateResult) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,9 +81,10 @@ def _dataset_inputs(parts: dict[str, pd.DataFrame]) -> list[Any]:
         dataset = from_pandas(
             frame, targets="duration_s", name=f"history-{context}", digest=frame_hash(frame)
         )
-        inputs.append(
-            DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
-        )
+        with warnings.catch_warnings():  # its hint on integer columns concerns model signatures
+            warnings.filterwarnings("ignore", category=UserWarning, module="mlflow.types.utils")
+            entity = dataset._to_mlflow_entity()
+        inputs.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
     return inputs
 
 
