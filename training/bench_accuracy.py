@@ -1,10 +1,19 @@
-"""Holdout accuracy of every candidate on one or more history files, as a markdown table.
+"""Holdout accuracy of every candidate, of our LightGBM against LightGBM's library defaults, and
+of `--tune` against no tuning, on history files, simulated histories and the Azure LLM trace.
 
-    .venv/bin/python training/bench_accuracy.py var/bench/specialists.parquet var/bench/azure.parquet
+    nice -n 10 .venv/bin/python training/bench_accuracy.py --simulated 20000 \\
+        --azure ../shared/data/azure_llm_2023 var/bench/specialists.parquet \\
+        --tune 20 --out training/results/accuracy.json
+    .venv/bin/python training/bench_accuracy.py --render training/results/accuracy.json --write-doc
 
 Each history runs through the full pipeline (`run_training`, default config unless --config)
-in a fresh temporary AGENTLB_HOME, so nothing touches the real tracking store or models/.
-Ratios are LightGBM MAE over the heuristic's and over the per-(agent, type) mean's.
+in a fresh temporary AGENTLB_HOME, so nothing touches the real tracking store or models/; with
+`--tune N` it runs a second time with an N-trial search. The library-defaults comparison uses
+the same features (`select_features`), the same time split and the same log target; only the
+p50 booster's parameters differ (LightGBM 4's defaults: 100 rounds, learning rate 0.1, 31
+leaves, 20 rows per leaf, no feature sampling, no L2, 255 bins). `--render` prints (and with
+`--write-doc` writes into docs/benchmarks.md) the tables made from a results file; a test keeps
+the committed doc equal to the render of the committed results.
 """
 
 from __future__ import annotations
@@ -12,57 +21,227 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN = "<!-- generated: training-accuracy (training/bench_accuracy.py --render --write-doc) -->"
+END = "<!-- end generated: training-accuracy -->"
+LIBRARY_DEFAULTS: dict[str, Any] = {"objective": "regression", "verbosity": -1}
+LIBRARY_DEFAULT_ROUNDS = 100
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("histories", nargs="+", type=Path)
-    parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
-    args = parser.parse_args()
+def _sources(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    sources: list[tuple[str, Any]] = []
+    if args.simulated:
+        from agentlb.training.synthetic import synthetic_history
+
+        sources.append((f"simulated ({args.simulated:,} tasks)", synthetic_history(args.simulated, seed=0)))
+    if args.azure:
+        from agentlb.sim.trace import load_azure_trace
+
+        sources.append(("Azure LLM trace as a history (tokens as attributes)", load_azure_trace(args.azure)))
+    sources.extend((path.stem, path) for path in args.histories)
+    return sources
+
+
+def library_defaults_comparison(history: Any, config: Any) -> dict[str, Any]:
+    """p50 holdout MAE (s) of our LightGBM parameters and of LightGBM's library defaults, on
+    the same features, split and log target."""
+    import lightgbm as lgb
+    import numpy as np
+
+    from agentlb.training.candidates import train_p50
+    from agentlb.training.data import encode, prepare_history
+    from agentlb.training.feature_select import select_features
+
+    prepared = prepare_history(
+        history,
+        config.holdout_frac,
+        min_train_rows=config.min_train_rows,
+        min_holdout_rows=config.min_holdout_rows,
+    )
+    selection, x_train = select_features(prepared.train)
+    spec = selection.spec
+    log_y = np.log(prepared.train["duration_s"].to_numpy(dtype=np.float64))
+    x_holdout, _ = encode(spec, prepared.holdout)
+    actual = prepared.holdout["duration_s"].to_numpy(dtype=np.float64)
+
+    def mae(predicted_log: Any) -> float:
+        return float(np.mean(np.abs(np.exp(np.asarray(predicted_log)) - actual)))
+
+    started = time.perf_counter()
+    ours = train_p50(spec, x_train, log_y, config.lightgbm, config.seed)
+    ours_s = time.perf_counter() - started
+    params = {**LIBRARY_DEFAULTS, "seed": config.seed, "num_threads": config.lightgbm.num_threads}
+    dataset = lgb.Dataset(
+        x_train, label=log_y, feature_name=spec.feature_names, categorical_feature=spec.categorical_indices
+    )
+    started = time.perf_counter()
+    defaults = lgb.train(params, dataset, num_boost_round=LIBRARY_DEFAULT_ROUNDS)
+    defaults_s = time.perf_counter() - started
+    return {
+        "ours_mae": mae(ours.predict(x_holdout)),
+        "library_defaults_mae": mae(defaults.predict(x_holdout)),
+        "ours_train_s": ours_s,
+        "library_defaults_train_s": defaults_s,
+    }
+
+
+def _lightgbm(summary: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in summary["candidates"] if c["name"] == "lightgbm")
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from agentlb.settings import load_settings
-    from agentlb.training.config import load_config
+    from agentlb.training.config import HGBConfig, load_config
     from agentlb.training.pipeline import run_training
 
     config = load_config(args.config)
     results = []
-    for history in args.histories:
+    for name, history in _sources(args):
+        entry: dict[str, Any] = {"history": name}
         with tempfile.TemporaryDirectory(prefix="agentlb-acc-") as home:
             settings = load_settings(home=Path(home), mlflow_tracking_uri=None, model_uri=None)
+            started = time.perf_counter()
             summary = run_training(history, settings=settings, config=config, export=False)
-        mae = {c["name"]: c["mae"] for c in summary["candidates"]}
-        results.append(
-            {
-                "history": history.name,
-                "rows": summary["rows"],
-                "candidates": summary["candidates"],
-                "lightgbm_over_heuristic": mae["lightgbm"] / mae["heuristic"],
-                "lightgbm_over_group_mean": mae["lightgbm"] / mae["group_mean"],
+            entry["total_s"] = time.perf_counter() - started
+        entry["rows"] = summary["rows"]
+        entry["candidates"] = summary["candidates"]
+        entry["failed_candidates"] = summary["failed_candidates"]
+        entry["dropped_features"] = summary["dropped_features"]
+        entry["notice"] = summary["notice"]
+        entry["library_defaults"] = library_defaults_comparison(history, config)
+        if args.tune:
+            untuned = config.replace(sklearn_hgb=HGBConfig(enabled=False))
+            with tempfile.TemporaryDirectory(prefix="agentlb-acc-") as home:
+                settings = load_settings(home=Path(home), mlflow_tracking_uri=None, model_uri=None)
+                started = time.perf_counter()
+                tuned = run_training(
+                    history, settings=settings, config=untuned, export=False, tune_trials=args.tune
+                )
+                tuned_total_s = time.perf_counter() - started
+            entry["tune"] = {
+                "trials": args.tune,
+                "default": {k: _lightgbm(summary)[k] for k in ("mae", "p90_coverage", "train_s")},
+                "tuned": {k: _lightgbm(tuned)[k] for k in ("mae", "p90_coverage", "train_s")},
+                "tune_s": tuned["tuning"]["tune_s"],
+                "tuned_total_s": tuned_total_s,
+                "best_cv_mae": tuned["tuning"]["best_cv_mae"],
+                "default_cv_mae": tuned["tuning"]["default_cv_mae"],
+                "best_params": tuned["tuning"]["best_params"],
             }
-        )
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return
-    print("| history | candidate | MAE (s) | RMSE (s) | MAPE | p90 coverage | train s | predict µs/row |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in results:
+        results.append(entry)
+        print(f"measured {name}", flush=True)
+    return {
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "config": str(args.config or "training/configs/default.yaml"),
+        "results": results,
+    }
+
+
+def render(document: dict[str, Any]) -> str:
+    """The markdown tables of a results file."""
+    lines = [
+        f"Measured {document['measured_at']} ({document['machine']}, config {document['config']}).",
+        "",
+        "| history | candidate | MAE (s) | RMSE (s) | MAPE | p90 coverage | train s | predict µs/row |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in document["results"]:
         for c in r["candidates"]:
-            print(
+            lines.append(
                 f"| {r['history']} | {c['name']} | {c['mae']:.3f} | {c['rmse']:.3f} | {c['mape']:.3f} | "
                 f"{c['p90_coverage']:.3f} | {c['train_s']:.2f} | {c['predict_us_per_row']:.2f} |"
             )
-    print()
-    print("| history | train / holdout rows | LightGBM / heuristic | LightGBM / group mean | p90 coverage |")
-    print("| --- | --- | ---: | ---: | ---: |")
-    for r in results:
-        coverage = next(c["p90_coverage"] for c in r["candidates"] if c["name"] == "lightgbm")
-        print(
-            f"| {r['history']} | {r['rows']['train']} / {r['rows']['holdout']} | "
-            f"{r['lightgbm_over_heuristic']:.3f} | {r['lightgbm_over_group_mean']:.3f} | {coverage:.3f} |"
+        for f in r["failed_candidates"]:
+            lines.append(f"| {r['history']} | {f['name']} | failed: {f['error']} | | | | | |")
+    lines += [
+        "",
+        "**Our LightGBM parameters against LightGBM's library defaults** (p50, same features, split and",
+        "log target):",
+        "",
+        "| history | train / holdout rows | MAE ours (s) | MAE library defaults (s) | ours / defaults |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for r in document["results"]:
+        d = r["library_defaults"]
+        lines.append(
+            f"| {r['history']} | {r['rows']['train']:,} / {r['rows']['holdout']:,} | {d['ours_mae']:.4f} | "
+            f"{d['library_defaults_mae']:.4f} | {d['ours_mae'] / d['library_defaults_mae']:.3f} |"
         )
+    tuned = [r for r in document["results"] if "tune" in r]
+    if tuned:
+        lines += [
+            "",
+            f"**`--tune {tuned[0]['tune']['trials']}`** (Optuna TPE, 3 time-ordered folds inside the"
+            " training part; holdout untouched):",
+            "",
+            "| history | MAE default (s) | MAE tuned (s) | p90 coverage default | p90 coverage tuned | "
+            "inner-CV MAE default / tuned (s) | search s | best parameters |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for r in tuned:
+            t = r["tune"]
+            params = ", ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in sorted(t["best_params"].items())
+            )
+            lines.append(
+                f"| {r['history']} | {t['default']['mae']:.4f} | {t['tuned']['mae']:.4f} | "
+                f"{t['default']['p90_coverage']:.3f} | {t['tuned']['p90_coverage']:.3f} | "
+                f"{t['default_cv_mae']:.4f} / {t['best_cv_mae']:.4f} | {t['tune_s']:.1f} | {params} |"
+            )
+    notices = [f"- {r['history']}: {r['notice']}" for r in document["results"] if r.get("notice")]
+    if notices:
+        lines += ["", *notices]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(block: str, doc: Path = DOC) -> None:
+    """Replace the generated block of docs/benchmarks.md."""
+    text = doc.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    doc.write_text(text[:start] + "\n" + block + text[end:])
+
+
+def doc_block(doc: Path = DOC) -> str:
+    text = doc.read_text()
+    return text[text.index(BEGIN) + len(BEGIN) : text.index(END)].removeprefix("\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("histories", nargs="*", type=Path)
+    parser.add_argument("--simulated", type=int, default=0, help="also a simulated history of N tasks")
+    parser.add_argument(
+        "--azure", type=Path, default=None, help="also the Azure LLM trace folder as a history"
+    )
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--tune", type=int, default=0, help="also train with --tune N and compare")
+    parser.add_argument("--out", type=Path, default=None, help="write the results JSON here")
+    parser.add_argument(
+        "--render", type=Path, default=None, help="render a results file instead of measuring"
+    )
+    parser.add_argument("--write-doc", action="store_true", help="with --render: update docs/benchmarks.md")
+    args = parser.parse_args()
+    if args.render:
+        block = render(json.loads(args.render.read_text()))
+        if args.write_doc:
+            write_doc(block)
+        print(block, end="")
+        return
+    document = measure(args)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    print(render(document), end="")
 
 
 if __name__ == "__main__":

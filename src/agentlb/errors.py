@@ -115,6 +115,10 @@ class TrainingInProgressError(AgentLBError):
     """Another training run holds the lock; a second one is refused, not interleaved."""
 
 
+class TrainingFailedError(AgentLBError):
+    """No servable candidate could be fitted (each failure is in its MLflow run)."""
+
+
 class InvalidRecordError(AgentLBError, ValueError):
     """A value the database refuses to store (e.g. text PostgreSQL cannot hold); nothing was written."""
 

@@ -157,3 +157,15 @@ def test_drift_with_the_database_down_is_a_one_line_error(
         result = CliRunner().invoke(app, command)
         assert result.exit_code == 1, (command, result.output)
         assert result.stderr.startswith("error:") and "Traceback" not in result.output, result.stderr
+
+
+def test_train_tune_searches_then_reports_the_search(
+    home: Path, history_csv: Path, config_file: Path
+) -> None:
+    done = CliRunner().invoke(
+        app,
+        ["train", "--history", str(history_csv), "--config", str(config_file), "--tune", "2", "--no-export"],
+    )
+    assert done.exit_code == 0, done.stderr[-3000:]
+    assert "tuning: 2 trials" in done.stdout
+    assert "runs view: http://127.0.0.1:5000/#/experiments/" in done.stdout

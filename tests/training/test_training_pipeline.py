@@ -15,7 +15,8 @@ from agentlb.features import FEATURE_VERSION
 from agentlb.predictor.model import ModelPredictor
 from agentlb.settings import MODEL_NAME, Settings
 from agentlb.training.config import GateConfig, HGBConfig, LightGBMConfig, TrainingConfig
-from agentlb.training.pipeline import gate_decision, run_training, training_lock
+from agentlb.training.gate import ChampionCheck, gate_decision
+from agentlb.training.pipeline import run_training, training_lock
 
 CANDIDATES = {"heuristic", "group_mean", "sklearn_hgb", "lightgbm"}
 
@@ -149,7 +150,8 @@ def test_a_second_concurrent_training_is_refused(settings: Settings, history: pd
 @pytest.mark.parametrize(
     ("challenger", "champion", "promoted", "reason"),
     [
-        ({"mae": 1.0, "p90_coverage": 0.9}, None, True, "no usable champion"),
+        ({"mae": 1.0, "p90_coverage": 0.9}, None, True, "no champion yet"),
+        ({"mae": 1.0, "p90_coverage": 0.7}, None, False, "coverage 0.700 outside"),
         ({"mae": 0.97, "p90_coverage": 0.9}, {"mae": 1.0, "p90_coverage": 0.9}, True, "beats champion"),
         ({"mae": 0.99, "p90_coverage": 0.9}, {"mae": 1.0, "p90_coverage": 0.9}, False, "does not beat"),
         ({"mae": 1.2, "p90_coverage": 0.9}, {"mae": 1.0, "p90_coverage": 0.9}, False, "does not beat"),
@@ -165,6 +167,7 @@ def test_a_second_concurrent_training_is_refused(settings: Settings, history: pd
 def test_gate_rule(
     challenger: dict[str, float], champion: dict[str, float] | None, promoted: bool, reason: str
 ) -> None:
-    decision = gate_decision(challenger, champion, GateConfig())
+    check = ChampionCheck.absent() if champion is None else ChampionCheck.loaded(champion, "v1")
+    decision = gate_decision(challenger, check, GateConfig())
     assert decision["promoted"] is promoted
     assert reason in decision["reason"]

@@ -102,10 +102,28 @@ def _print_summary(summary: dict[str, Any]) -> None:
         )
     console = Console()
     console.print(table)
+    for failed in summary.get("failed_candidates", []):
+        console.print(f"FAILED candidate {failed['name']} (run {failed['run_id']}): {failed['error']}")
+    if summary.get("notice"):
+        console.print(f"note: {summary['notice']}")
+    by_reason: dict[str, list[str]] = {}
+    for name, why in summary.get("dropped_features", {}).items():
+        by_reason.setdefault(why, []).append(name)
+    for why, names in by_reason.items():
+        console.print(f"features left out ({why}): {', '.join(names)}")
+    tuning = summary.get("tuning")
+    if tuning:
+        console.print(
+            f"tuning: {tuning['trials']} trials in {tuning['tune_s']:.1f} s, inner-CV MAE "
+            f"{tuning['best_cv_mae']:.4f} s (defaults {tuning['default_cv_mae']:.4f} s); "
+            f"best {tuning['best_params']}"
+        )
     decision = summary["decision"]
     verdict = "PROMOTED to champion" if summary["promoted"] else "kept as challenger (not promoted)"
     console.print(f"winner: {summary['winner']} {summary['model_version']} — {verdict}: {decision['reason']}")
     console.print(f"bundle: {summary['bundle_path']}")
+    if summary.get("runs_view"):
+        console.print(f"runs view: {summary['runs_view']}", soft_wrap=True)
 
 
 def _simulated_history(n_tasks: int, seed: int) -> Any:
@@ -187,6 +205,7 @@ def _train_once(
     skip_bad_rows: bool,
     export: bool,
     quiet: bool,
+    tune_trials: int = 0,
 ) -> dict[str, Any]:
     from agentlb.settings import load_settings
     from agentlb.training.config import load_config
@@ -219,6 +238,7 @@ def _train_once(
         seed=seed,
         skip_bad_rows=skip_bad_rows,
         export=export,
+        tune_trials=tune_trials,
         progress=None if quiet else _progress,
     )
 
@@ -244,6 +264,14 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--skip-bad-rows", help="skip and count bad rows")
         ] = False,
         no_export: Annotated[bool, typer.Option("--no-export", help="do not write models/champion")] = False,
+        tune: Annotated[
+            int,
+            typer.Option(
+                "--tune",
+                min=0,
+                help="search LightGBM parameters with N Optuna trials (time-ordered CV on the training part)",
+            ),
+        ] = 0,
         as_json: Annotated[
             bool, typer.Option("--json", help="print only the JSON summary on stdout")
         ] = False,
@@ -266,6 +294,7 @@ def register(app: typer.Typer) -> None:
                     skip_bad_rows,
                     not no_export,
                     quiet=False,
+                    tune_trials=tune,
                 )
         except AgentLBError as exc:
             raise _fail(exc) from None

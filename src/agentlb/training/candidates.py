@@ -17,12 +17,14 @@ import numpy as np
 
 from agentlb.features import FeatureSpec
 from agentlb.predictor.base import DEFAULT_SERVICE_S
-from agentlb.predictor.heuristic import LOAD_SENSITIVITY, UNKNOWN_SPREAD
+from agentlb.predictor.heuristic import LOAD_SENSITIVITY, UNKNOWN_SPREAD, Z90
+from agentlb.tracker import TrackerConfig
 from agentlb.training.config import GroupMeanConfig, HGBConfig, LightGBMConfig
 
 if TYPE_CHECKING:
     import pandas as pd
 
+EWMA_ALPHA = TrackerConfig().ewma_alpha  # the live tracker's smoothing
 SERVABLE = ("lightgbm",)  # candidates that export a bundle ModelPredictor can serve
 
 
@@ -69,30 +71,66 @@ def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
     return np.asarray(pd.to_numeric(frame[name], errors="coerce"), dtype=np.float64)
 
 
-def heuristic_from_columns(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def heuristic_from_columns(
+    frame: pd.DataFrame, fleet_ewma_s: np.ndarray | None = None, fleet_var_s2: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The product spec's formula applied to the logged `agent_*` columns of a history.
 
     predicted_time = base_time x load_factor x trend_factor / specialization_factor, where
     base_time / specialization_factor is the agent's own EWMA for the type (agent_ewma_type_s)
     when it has one, else the fleet's EWMA for the type, else the agent's overall EWMA, else
-    DEFAULT_SERVICE_S; load_factor = 1 + 0.5 x agent_load_score. The trend class is not
-    logged (only its slope, without the window it was measured over), so trend_factor = 1.
-    The EWMA variance is not logged either, so p90 = p50 x UNKNOWN_SPREAD, as the heuristic
-    predictor does when it has no variance.
+    the fleet EWMA for the type that the tracker would have learnt from the history's earlier
+    rows (`fleet_ewma_s`: a history without agent state), else DEFAULT_SERVICE_S;
+    load_factor = 1 + 0.5 x agent_load_score. The trend class is not logged (only its slope,
+    without the window it was measured over), so trend_factor = 1. The logged columns carry
+    no EWMA variance, so their p90 = p50 x UNKNOWN_SPREAD; from the history's own EWMA the
+    p90 is p50 + z90 x its EWMA standard deviation, as the heuristic predictor does.
     """
     base = _column(frame, "agent_ewma_type_s")
     for fallback in ("agent_fleet_ewma_type_s", "agent_ewma_s"):
         values = _column(frame, fallback)
         base = np.where(np.isfinite(base) & (base > 0), base, values)
+    logged = np.isfinite(base) & (base > 0)
+    spread = np.full(len(frame), np.nan)
+    if fleet_ewma_s is not None:
+        base = np.where(logged, base, fleet_ewma_s)
+        if fleet_var_s2 is not None:
+            spread = np.where(logged, np.nan, Z90 * np.sqrt(np.maximum(fleet_var_s2, 0.0)))
     base = np.where(np.isfinite(base) & (base > 0), base, DEFAULT_SERVICE_S)
     load = np.nan_to_num(_column(frame, "agent_load_score"), nan=0.0)
     p50 = base * (1.0 + LOAD_SENSITIVITY * load)
-    return p50, p50 * UNKNOWN_SPREAD
+    p90 = np.where(np.isfinite(spread) & (spread > 0), p50 + spread, p50 * UNKNOWN_SPREAD)
+    return p50, p90
 
 
-def fit_heuristic(holdout: pd.DataFrame) -> CandidateResult:
+def history_type_ewma(
+    train: pd.DataFrame, holdout: pd.DataFrame, alpha: float = EWMA_ALPHA
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each holdout row, the EWMA (and EWMA variance) of its task type's durations over
+    every earlier row of train + holdout: what the live tracker's fleet EWMA for the type would
+    hold when the task arrived (rows in time order; NaN before the type's first task)."""
+    import pandas as pd
+
+    both = pd.concat(
+        [train[["task_type", "duration_s"]], holdout[["task_type", "duration_s"]]], ignore_index=True
+    )
+    durations = both["duration_s"].astype(float)
+    groups = durations.groupby(both["task_type"].astype(str), sort=False)
+    mean = groups.transform(lambda s: s.ewm(alpha=alpha, adjust=False).mean().shift())
+    var = groups.transform(lambda s: s.ewm(alpha=alpha, adjust=False).var(bias=True).shift())
+    n_train = len(train)
+    return mean.to_numpy(dtype=np.float64)[n_train:], var.to_numpy(dtype=np.float64)[n_train:]
+
+
+def fit_heuristic(holdout: pd.DataFrame, train: pd.DataFrame | None = None) -> CandidateResult:
+    """The heuristic on the holdout; with `train`, rows without logged agent state fall back to
+    the history's own EWMA per task type (see `heuristic_from_columns`)."""
     start = time.perf_counter()
-    p50, p90 = heuristic_from_columns(holdout)
+    if train is not None:
+        ewma, var = history_type_ewma(train, holdout)
+        p50, p90 = heuristic_from_columns(holdout, ewma, var)
+    else:
+        p50, p90 = heuristic_from_columns(holdout)
     elapsed = time.perf_counter() - start
     return CandidateResult(
         "heuristic",
@@ -156,12 +194,21 @@ def fit_sklearn_hgb(
     config: HGBConfig,
     alpha: float,
     seed: int,
+    usable: np.ndarray | None = None,
 ) -> CandidateResult:
-    """HistGradientBoostingRegressor on log duration (p50) and with the quantile loss (p90)."""
+    """HistGradientBoostingRegressor on log duration (p50) and with the quantile loss (p90),
+    on the `usable` feature columns only (it cannot bin a column without values)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    mask = np.zeros(len(spec.feature_names), dtype=bool)
-    mask[spec.categorical_indices] = True
+    keep = np.ones(len(spec.feature_names), dtype=bool) if usable is None else usable
+    categorical = np.zeros(len(spec.feature_names), dtype=bool)
+    categorical[spec.categorical_indices] = True
+    if keep.any():
+        x_train, x_holdout = x_train[:, keep], x_holdout[:, keep]
+        mask = categorical[keep]
+    else:  # nothing informative: one constant column, so the model predicts the training distribution
+        x_train, x_holdout = np.zeros((len(x_train), 1)), np.zeros((len(x_holdout), 1))
+        mask = np.zeros(1, dtype=bool)
     common: dict[str, Any] = {
         "max_iter": config.max_iter,
         "learning_rate": config.learning_rate,
@@ -205,6 +252,27 @@ class BoosterPair:
     p90_log_offset: float
 
 
+def _fit_booster(
+    spec: FeatureSpec, params: dict[str, Any], x: np.ndarray, y: np.ndarray, config: LightGBMConfig
+) -> lgb.Booster:
+    dataset = lgb.Dataset(
+        x,
+        label=y,
+        feature_name=spec.feature_names,
+        categorical_feature=spec.categorical_indices,
+        free_raw_data=False,
+        params={"verbosity": -1, "max_cat_to_onehot": 4, "max_bin": config.max_bin},
+    )
+    return lgb.train(params, dataset, num_boost_round=config.num_boost_round)
+
+
+def train_p50(
+    spec: FeatureSpec, x_train: np.ndarray, log_y: np.ndarray, config: LightGBMConfig, seed: int
+) -> lgb.Booster:
+    """The p50 booster: `config.objective` on log duration."""
+    return _fit_booster(spec, config.params(seed), x_train, log_y, config)
+
+
 def train_boosters(
     spec: FeatureSpec, x_train: np.ndarray, log_y: np.ndarray, config: LightGBMConfig, alpha: float, seed: int
 ) -> BoosterPair:
@@ -213,25 +281,13 @@ def train_boosters(
     on the older rows and shifted by split-conformal calibration on the most recent
     `p90_calibration_frac` of them (rows must be in time order), because a quantile model
     alone under-covers on later data (0.85-0.88 instead of 0.90 on the simulated histories)."""
-
-    def fit(params: dict[str, Any], x: np.ndarray, y: np.ndarray) -> lgb.Booster:
-        dataset = lgb.Dataset(
-            x,
-            label=y,
-            feature_name=spec.feature_names,
-            categorical_feature=spec.categorical_indices,
-            free_raw_data=False,
-            params={"verbosity": -1, "max_cat_to_onehot": 4, "max_bin": config.max_bin},
-        )
-        return lgb.train(params, dataset, num_boost_round=config.num_boost_round)
-
-    p50 = fit(config.params(seed), x_train, log_y)
+    p50 = train_p50(spec, x_train, log_y, config, seed)
     quantile = config.params(seed, objective="quantile", alpha=alpha)
     n_calibration = int(len(log_y) * config.p90_calibration_frac)
     if n_calibration < 20:
-        return BoosterPair(p50, fit(quantile, x_train, log_y), 0.0)
+        return BoosterPair(p50, _fit_booster(spec, quantile, x_train, log_y, config), 0.0)
     cut = len(log_y) - n_calibration
-    p90 = fit(quantile, x_train[:cut], log_y[:cut])
+    p90 = _fit_booster(spec, quantile, x_train[:cut], log_y[:cut], config)
     residuals = log_y[cut:] - p90.predict(x_train[cut:])
     offset = float(np.quantile(residuals, alpha, method="higher"))
     return BoosterPair(p50, p90, offset)

@@ -15,9 +15,7 @@ from agentlb.errors import ModelLoadError
 from agentlb.settings import MODEL_NAME, Settings
 from agentlb.store import Store
 from agentlb.store.shadow import ShadowEvidence, ShadowRecords
-
-CHAMPION_ALIAS = "champion"
-CHALLENGER_ALIAS = "challenger"
+from agentlb.training.gate import CHALLENGER_ALIAS, CHAMPION_ALIAS
 
 
 def defer_for_live_evidence(

@@ -21,23 +21,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agentlb.errors import ModelLoadError, TrainingInProgressError
+from agentlb.errors import TrainingFailedError, TrainingInProgressError
 from agentlb.features import FEATURE_VERSION, FeatureSpec, frame_hash
-from agentlb.predictor.model import BUNDLE_ARTIFACT_PATH, ModelPredictor
+from agentlb.predictor.model import BUNDLE_ARTIFACT_PATH
 from agentlb.settings import MODEL_NAME, Settings, load_settings
+from agentlb.training import tracking
 from agentlb.training.bundle import export_bundle, write_bundle_files
-from agentlb.training.candidates import (
-    SERVABLE,
-    CandidateResult,
-    fit_group_mean,
-    fit_heuristic,
-    fit_lightgbm,
-    fit_sklearn_hgb,
-    holdout_metrics,
-)
-from agentlb.training.config import GateConfig, TrainingConfig
+from agentlb.training.candidates import SERVABLE, CandidateResult
+from agentlb.training.config import TrainingConfig
 from agentlb.training.data import PreparedHistory, describe_rejections, encode, prepare_history
+from agentlb.training.feature_select import select_features
+from agentlb.training.fitting import Tuning, fit_candidates, tune_if_asked
+from agentlb.training.gate import CHALLENGER_ALIAS, CHAMPION_ALIAS, check_champion, gate_decision
 from agentlb.training.live_gate import defer_for_live_evidence
+
+__all__ = ["gate_decision", "run_training", "training_lock"]
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,9 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentlb.training")
 
 ProgressCallback = Callable[[str, float], None]
-CHAMPION_ALIAS = "champion"
-CHALLENGER_ALIAS = "challenger"
 LOCK_FILE = "training.lock"
+LOCAL_UI = "http://127.0.0.1:5000"  # `make mlflow-ui`
 
 
 def _noop(message: str, fraction: float) -> None:
@@ -95,106 +92,6 @@ def code_version() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def gate_decision(
-    challenger: dict[str, float], champion: dict[str, float] | None, gate: GateConfig, champion_note: str = ""
-) -> dict[str, Any]:
-    """Promote when there is no champion; else only if MAE is `min_mae_improvement` better on the
-    same holdout and p90 coverage is within the configured band."""
-    coverage = challenger["p90_coverage"]
-    decision: dict[str, Any] = {
-        "challenger_mae": challenger["mae"],
-        "challenger_p90_coverage": coverage,
-        "champion_mae": champion["mae"] if champion else None,
-        "champion_p90_coverage": champion["p90_coverage"] if champion else None,
-        "min_mae_improvement": gate.min_mae_improvement,
-        "coverage_band": [gate.coverage_low, gate.coverage_high],
-    }
-    if champion is None:
-        decision["promoted"] = True
-        decision["reason"] = "no usable champion yet" + (f" ({champion_note})" if champion_note else "")
-        return decision
-    needed = champion["mae"] * (1.0 - gate.min_mae_improvement)
-    improvement = 1.0 - challenger["mae"] / champion["mae"] if champion["mae"] > 0 else 0.0
-    decision["mae_improvement"] = improvement
-    in_band = gate.coverage_low <= coverage <= gate.coverage_high
-    if challenger["mae"] > needed:
-        decision["promoted"] = False
-        decision["reason"] = (
-            f"MAE {challenger['mae']:.4f} vs champion {champion['mae']:.4f} ({100 * improvement:+.1f}%) "
-            f"does not beat it by {100 * gate.min_mae_improvement:.0f}%"
-        )
-    elif not in_band:
-        decision["promoted"] = False
-        decision["reason"] = (
-            f"p90 coverage {coverage:.3f} outside [{gate.coverage_low}, {gate.coverage_high}]"
-        )
-    else:
-        decision["promoted"] = True
-        decision["reason"] = (
-            f"MAE {challenger['mae']:.4f} beats champion {champion['mae']:.4f} by {100 * improvement:.1f}% "
-            f"and p90 coverage {coverage:.3f} is within [{gate.coverage_low}, {gate.coverage_high}]"
-        )
-    return decision
-
-
-def ensure_experiment(client: MlflowClient, name: str, artifacts_dir: Path) -> str:
-    """The experiment id, created with an explicit artifact location under the home's var/."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    artifacts_dir.mkdir(parents=True, exist_ok=True)
-    return str(client.create_experiment(name, artifact_location=artifacts_dir.resolve().as_uri()))
-
-
-def _plots(result: CandidateResult, actual_s: np.ndarray, spec: FeatureSpec, out: Path) -> list[Path]:
-    """Residual plot for every fitted candidate; feature importance for LightGBM."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter(result.p50_s, actual_s - result.p50_s, s=4, alpha=0.4)
-    ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("predicted p50 (s)")
-    ax.set_ylabel("actual - predicted (s)")
-    ax.set_title(f"{result.name}: holdout residuals")
-    fig.tight_layout()
-    paths.append(out / "residuals.png")
-    fig.savefig(paths[-1], dpi=80)
-    plt.close(fig)
-    if result.p50_booster is not None:
-        gains = result.p50_booster.feature_importance(importance_type="gain")
-        order = np.argsort(gains)
-        fig, ax = plt.subplots(figsize=(6, 5))
-        ax.barh([spec.feature_names[i] for i in order], gains[order])
-        ax.set_xlabel("total gain")
-        ax.set_title("LightGBM p50: feature importance")
-        fig.tight_layout()
-        paths.append(out / "feature_importance.png")
-        fig.savefig(paths[-1], dpi=80)
-        plt.close(fig)
-        importance = {spec.feature_names[i]: float(gains[i]) for i in range(len(gains))}
-        paths.append(out / "feature_importance.json")
-        paths[-1].write_text(json.dumps(importance, indent=2, sort_keys=True))
-    return paths
-
-
-def _champion_metrics(
-    tracking_uri: str, holdout: pd.DataFrame, alpha: float
-) -> tuple[dict[str, float] | None, str, str | None]:
-    """The current champion's metrics on this holdout; None (with why) when there is none usable."""
-    try:
-        champion = ModelPredictor.from_uri(f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}", tracking_uri)
-    except ModelLoadError as exc:
-        return None, str(exc).splitlines()[0][:300], None
-    prediction = champion.predict_frame(holdout)
-    actual = holdout["duration_s"].to_numpy(dtype=np.float64)
-    return holdout_metrics(actual, prediction.p50_s, prediction.p90_s, alpha), "", champion.version
-
-
 def run_training(
     history: pd.DataFrame | str | Path | None = None,
     *,
@@ -206,21 +103,23 @@ def run_training(
     seed: int | None = None,
     skip_bad_rows: bool = False,
     export: bool = True,
+    tune_trials: int = 0,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Train every candidate, register the best servable pair as challenger, gate it to
     champion and export the champion bundle. Returns the `agentlb train --json` summary.
 
     `history` is a frame or a CSV/Parquet path; `from_db` reads the store's history instead.
+    `tune_trials` > 0 first searches the LightGBM parameters (`agentlb.training.tune`).
     `progress(message, fraction_done)` is called at each stage (the bootstrap's progress bar).
     Raises HistoryValidationError for a bad or too short history, TrainingInProgressError when
-    another training holds the lock.
+    another training holds the lock, TrainingFailedError when no servable candidate fits.
     """
     settings = settings or load_settings()
     config = (config or TrainingConfig()).replace(holdout_frac=holdout_frac, seed=seed)
     report = progress or _noop
     with training_lock(settings.var_dir):
-        return _run(history, settings, config, from_db, since, skip_bad_rows, export, report)
+        return _run(history, settings, config, from_db, since, skip_bad_rows, export, tune_trials, report)
 
 
 def _load_source(
@@ -243,6 +142,7 @@ def _run(
     since: float | None,
     skip_bad_rows: bool,
     export: bool,
+    tune_trials: int,
     report: ProgressCallback,
 ) -> dict[str, Any]:
     started = time.perf_counter()
@@ -259,27 +159,17 @@ def _run(
         f"{len(prepared.train)} training rows, {len(prepared.holdout)} holdout rows; building features", 0.1
     )
     encode_started = time.perf_counter()
-    spec = FeatureSpec.from_frame(prepared.train)
-    x_train, log_y = encode(spec, prepared.train)
+    selection, x_train = select_features(prepared.train)
+    spec = selection.spec
+    log_y = np.log(prepared.train["duration_s"].to_numpy(dtype=np.float64))
     x_holdout, _ = encode(spec, prepared.holdout)
     encode_s = time.perf_counter() - encode_started
+    for name, why in selection.dropped.items():
+        log.info("feature %s left out: %s", name, why)
     actual = prepared.holdout["duration_s"].to_numpy(dtype=np.float64)
-    alpha = config.p90_alpha
 
-    results: list[CandidateResult] = []
-    report("candidate heuristic", 0.2)
-    results.append(fit_heuristic(prepared.holdout))
-    report("candidate group_mean", 0.25)
-    results.append(fit_group_mean(prepared.train, prepared.holdout, config.group_mean, alpha))
-    if config.sklearn_hgb.enabled:
-        report("candidate sklearn_hgb", 0.3)
-        results.append(
-            fit_sklearn_hgb(spec, x_train, log_y, x_holdout, config.sklearn_hgb, alpha, config.seed)
-        )
-    report("candidate lightgbm (p50 + p90)", 0.45)
-    results.append(fit_lightgbm(spec, x_train, log_y, x_holdout, config.lightgbm, alpha, config.seed))
-    for result in results:
-        result.metrics = holdout_metrics(actual, result.p50_s, result.p90_s, alpha)
+    config, tuning = tune_if_asked(config, selection, x_train, log_y, tune_trials, report)
+    results, failures = fit_candidates(prepared, selection, x_train, log_y, x_holdout, config, report)
     fit_s = time.perf_counter() - started
 
     report("logging runs to MLflow", 0.6)
@@ -289,19 +179,31 @@ def _run(
 
     mlflow.set_tracking_uri(settings.tracking_uri)
     client = MlflowClient(tracking_uri=settings.tracking_uri)
-    experiment_id = ensure_experiment(client, config.experiment, settings.mlflow_artifacts_dir)
+    experiment_id = tracking.ensure_experiment(client, config.experiment, settings.mlflow_artifacts_dir)
     lineage = _lineage(prepared, spec)
-    run_ids = {
-        result.name: _log_run(client, experiment_id, result, lineage, config, spec, actual, x_holdout)
-        for result in results
-    }
+    datasets = tracking.dataset_inputs(prepared.train, prepared.holdout)
+    tuning_summary = _log_tuning(client, experiment_id, lineage, config, datasets, tuning)
+    run_ids: dict[str, str] = {}
+    for result in results:
+        run_ids[result.name] = tracking.start_run(
+            client, experiment_id, result.name, lineage, config, datasets
+        )
+        tracking.log_result(client, run_ids[result.name], result, config, spec, actual, selection.dropped)
+    failed = []
+    for failure in failures:
+        run_id = tracking.start_run(client, experiment_id, failure.name, lineage, config, datasets)
+        tracking.log_failure(client, run_id, failure.error)
+        failed.append({"name": failure.name, "run_id": run_id, "error": failure.message})
 
     servable = [r for r in results if r.name in SERVABLE]
+    if not servable:
+        errors = "; ".join(f"{f['name']}: {f['error']}" for f in failed if f["name"] in SERVABLE)
+        raise TrainingFailedError(f"no servable candidate was fitted ({errors or 'none enabled'})")
     winner = min(servable, key=lambda r: r.metrics["mae"])
     best_overall = min(results, key=lambda r: r.metrics["mae"])
     assert winner.p50_booster is not None and winner.p90_booster is not None
     report("registering the challenger", 0.75)
-    model_version = _register(client, run_ids[winner.name], winner, spec, lineage, x_holdout)
+    model_version = tracking.register(client, run_ids[winner.name], winner, spec, lineage, x_holdout)
     version_label = f"v{model_version}"
     metadata = {
         **lineage,
@@ -310,6 +212,7 @@ def _run(
         "registered_model": MODEL_NAME,
         "registered_version": model_version,
         "config": config.to_dict(),
+        "dropped_features": selection.dropped,
     }
     with tempfile.TemporaryDirectory(prefix="agentlb-bundle-") as tmp:
         write_bundle_files(
@@ -324,12 +227,10 @@ def _run(
         client.log_artifacts(run_ids[winner.name], tmp, BUNDLE_ARTIFACT_PATH)
 
     report("champion gate", 0.85)
-    champion_metrics, champion_note, champion_version = _champion_metrics(
-        settings.tracking_uri, prepared.holdout, alpha
-    )
-    decision = gate_decision(winner.metrics, champion_metrics, config.gate, champion_note)
-    decision = defer_for_live_evidence(decision, settings, has_champion=champion_version is not None)
-    decision["champion_version"] = champion_version
+    champion = check_champion(settings.tracking_uri, prepared.holdout, config.p90_alpha)
+    decision = gate_decision(winner.metrics, champion, config.gate)
+    decision = defer_for_live_evidence(decision, settings, has_champion=champion.state == "loaded")
+    decision["champion_version"] = champion.version
     decision["challenger_version"] = version_label
     client.set_registered_model_alias(MODEL_NAME, CHALLENGER_ALIAS, model_version)
     decision_tag = json.dumps(decision, sort_keys=True, default=str)
@@ -370,14 +271,19 @@ def _run(
             }
             for r in results
         ],
+        "failed_candidates": failed,
         "winner": winner.name,
         "best_overall": best_overall.name,
+        "notice": _better_than_served(winner, best_overall),
         "promoted": bool(decision["promoted"]),
         "decision": decision,
         "model_version": version_label,
         "registered_version": model_version,
         "bundle_path": bundle_path,
         "experiment_id": experiment_id,
+        "runs_view": tracking.runs_view_url(_ui_address(settings.tracking_uri), experiment_id),
+        "dropped_features": selection.dropped,
+        "tuning": tuning_summary,
         "rows": {
             "train": len(prepared.train),
             "holdout": len(prepared.holdout),
@@ -390,6 +296,72 @@ def _run(
         "load_validate_s": load_validate_s,
         "encode_s": encode_s,
         "total_s": time.perf_counter() - started,
+    }
+
+
+def _ui_address(tracking_uri: str) -> str:
+    """Where the MLflow UI answers: the tracking server itself, else `make mlflow-ui`'s address."""
+    return tracking_uri if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
+
+
+def _better_than_served(winner: CandidateResult, best: CandidateResult) -> str | None:
+    """Plain words when a candidate that cannot be served beat the served one on the holdout."""
+    if best is winner or best.metrics["mae"] >= winner.metrics["mae"]:
+        return None
+    gap = 1.0 - best.metrics["mae"] / winner.metrics["mae"]
+    return (
+        f"{best.name} beats the served {winner.name} on the holdout: MAE {best.metrics['mae']:.4f} s vs "
+        f"{winner.metrics['mae']:.4f} s ({100 * gap:.1f}% lower); only {winner.name} can be served"
+    )
+
+
+def _log_tuning(
+    client: MlflowClient,
+    experiment_id: str,
+    lineage: dict[str, Any],
+    config: TrainingConfig,
+    datasets: list[Any],
+    tuning: Tuning | None,
+) -> dict[str, Any] | None:
+    """The search as a parent run with one nested run per trial; its summary."""
+    if tuning is None:
+        return None
+    from mlflow.entities import Metric, Param
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    result = tuning.result
+    parent = tracking.start_run(client, experiment_id, "lightgbm_tuning", lineage, config, datasets)
+    now_ms = int(time.time() * 1000)
+    for trial in tuning.trials:
+        child = client.create_run(
+            experiment_id,
+            tags={MLFLOW_PARENT_RUN_ID: parent, "candidate": "lightgbm_tuning_trial"},
+            run_name=f"trial-{trial.number}",
+        )
+        client.log_batch(
+            child.info.run_id,
+            metrics=[Metric("cv_mae", trial.cv_mae, now_ms, 0), Metric("train_s", trial.seconds, now_ms, 0)],
+            params=[Param(k, str(v)) for k, v in sorted(trial.params.items())],
+        )
+        client.set_terminated(child.info.run_id)
+    client.log_batch(
+        parent,
+        metrics=[
+            Metric("best_cv_mae", result.best_cv_mae, now_ms, 0),
+            Metric("default_cv_mae", result.default_cv_mae, now_ms, 0),
+            Metric("train_s", result.tune_s, now_ms, 0),
+        ],
+        params=[Param(f"best_{k}", str(v)) for k, v in sorted(result.best_params.items())]
+        + [Param("trials", str(result.trials))],
+    )
+    client.set_terminated(parent)
+    return {
+        "run_id": parent,
+        "trials": result.trials,
+        "best_params": result.best_params,
+        "best_cv_mae": result.best_cv_mae,
+        "default_cv_mae": result.default_cv_mae,
+        "tune_s": result.tune_s,
     }
 
 
@@ -410,82 +382,3 @@ def _lineage(prepared: PreparedHistory, spec: FeatureSpec) -> dict[str, Any]:
         "code_version": code_version(),
         "target_transform": "log",
     }
-
-
-def _log_run(
-    client: MlflowClient,
-    experiment_id: str,
-    result: CandidateResult,
-    lineage: dict[str, Any],
-    config: TrainingConfig,
-    spec: FeatureSpec,
-    actual: np.ndarray,
-    x_holdout: np.ndarray,
-) -> str:
-    """One MLflow run per candidate: params, lineage tags, holdout metrics, plots."""
-    tags = {f"data.{k}": str(v) for k, v in lineage.items() if k != "feature_names"}
-    tags.update({"candidate": result.name, "mlflow.runName": result.name, "seed": str(config.seed)})
-    run = client.create_run(experiment_id, tags=tags, run_name=result.name)
-    run_id = str(run.info.run_id)
-    from mlflow.entities import Metric, Param
-
-    now_ms = int(time.time() * 1000)
-    values = {
-        **result.params,
-        "holdout_frac": config.holdout_frac,
-        "seed": config.seed,
-        "p90_alpha": config.p90_alpha,
-    }
-    params = [Param(k, str(v)[:500]) for k, v in sorted(values.items())]
-    metrics = {**result.metrics, "train_s": result.train_s, "predict_us_per_row": result.predict_us_per_row}
-    client.log_batch(
-        run_id, metrics=[Metric(k, float(v), now_ms, 0) for k, v in metrics.items()], params=params
-    )
-    if result.name in ("sklearn_hgb", "lightgbm"):
-        with tempfile.TemporaryDirectory(prefix="agentlb-plots-") as tmp:
-            _plots(result, actual, spec, Path(tmp))
-            client.log_artifacts(run_id, tmp, "plots")
-    if result.name not in SERVABLE:
-        client.set_terminated(run_id)
-    return run_id
-
-
-def _register(
-    client: MlflowClient,
-    run_id: str,
-    winner: CandidateResult,
-    spec: FeatureSpec,
-    lineage: dict[str, Any],
-    x_holdout: np.ndarray,
-) -> str:
-    """Log the p50 booster as an MLflow model (signature + input example) and register it; the
-    run also carries the full bundle (both boosters + feature spec) under `bundle/`."""
-    import mlflow
-    import mlflow.lightgbm
-    import pandas as pd
-    from mlflow.models import infer_signature
-
-    example = pd.DataFrame(np.nan_to_num(x_holdout[:5], nan=-1.0), columns=spec.feature_names)
-    assert winner.p50_booster is not None
-    signature = infer_signature(example, winner.p50_booster.predict(example.to_numpy()))
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.lightgbm.log_model(
-            winner.p50_booster,
-            name="model",
-            signature=signature,
-            input_example=example,
-            registered_model_name=MODEL_NAME,
-            pip_requirements=[f"lightgbm=={_version('lightgbm')}"],
-        )
-    version = info.registered_model_version
-    if version is None:
-        raise ModelLoadError(f"MLflow did not register {MODEL_NAME} for run {run_id}")
-    client.set_model_version_tag(MODEL_NAME, str(version), "feature_version", FEATURE_VERSION)
-    client.set_model_version_tag(MODEL_NAME, str(version), "data_hash", str(lineage["data_hash"]))
-    return str(version)
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
