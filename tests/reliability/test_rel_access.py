@@ -31,6 +31,8 @@ ADMIN_ONLY = {
     ("DELETE", "/load-balancing/agents/{agent_id}"),
     ("POST", "/load-balancing/configure-weights"),
     ("POST", "/load-balancing/model/reload"),
+    ("POST", "/load-balancing/experiments"),
+    ("DELETE", "/load-balancing/experiments/{experiment_id}"),
 }
 CLIENT = {
     ("POST", "/load-balancing/select-agent"),
@@ -43,6 +45,8 @@ CLIENT = {
     ("POST", "/load-balancing/benchmark"),
     ("GET", "/load-balancing/model"),
     ("GET", "/load-balancing/replication"),
+    ("GET", "/load-balancing/experiments"),
+    ("GET", "/load-balancing/experiments/{experiment_id}"),
 }
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/load-balancing/agents"): {"id": "new-1", "name": "New", "capabilities": ["video_analysis"]},
@@ -52,6 +56,13 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/load-balancing/update-performance"): {"agent_id": "video-1", "task_duration": 1.0},
     ("POST", "/load-balancing/agents/{agent_id}/heartbeat"): {"cpu_usage": 10.0},
     ("POST", "/load-balancing/benchmark"): {"strategies": ["round_robin"], "tasks": 10},
+    ("POST", "/load-balancing/experiments"): {
+        "name": "access",
+        "arms": [
+            {"name": "a", "strategy": "round_robin", "share": 0.5},
+            {"name": "b", "strategy": "least_connection", "share": 0.5},
+        ],
+    },
 }
 KEYS = {"none": None, "wrong": "not-the-key-0000", "client": CLIENT_KEY, "admin": ADMIN_KEY}
 
@@ -64,7 +75,7 @@ def _operations(client: TestClient) -> set[tuple[str, str]]:
 def _call(client: TestClient, operation: tuple[str, str], key: str | None) -> int:
     method, path = operation
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    concrete = path.replace("{agent_id}", "video-1")
+    concrete = path.replace("{agent_id}", "video-1").replace("{experiment_id}", "no-such-experiment")
     return client.request(method, concrete, json=BODIES.get(operation), headers=headers).status_code
 
 
