@@ -102,6 +102,7 @@ def _unseen(frame: pd.DataFrame) -> pd.DataFrame:
     max_examples=8,
     deadline=None,
     derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(frame=histories(), as_parquet=st.booleans())
