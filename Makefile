@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+PROMETHEUS_PORT ?= 9090
+# apt-get needs root; elsewhere sudo does it
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +23,14 @@ help: ## list the targets
 .PHONY: install
 install: $(STAMP) ## create .venv and install agentlb with its dev dependencies
 
+.PHONY: prometheus
+prometheus: ## install Prometheus and promtool (Debian package) when missing
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+
 .PHONY: test
-test: $(STAMP) ## run the whole test suite
+test: $(STAMP) prometheus ## run the whole test suite
 	$(BIN)/python -m pytest -q
 
 .PHONY: lint
@@ -56,6 +65,22 @@ train: $(STAMP) ## train from the store (or a simulated history when it has too 
 .PHONY: mlflow-ui
 mlflow-ui: $(STAMP) ## the MLflow UI on 127.0.0.1:5000 to compare models
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///var/mlflow.db --default-artifact-root var/mlartifacts
+
+.PHONY: dashboards
+dashboards: $(STAMP) ## regenerate deploy/ (Prometheus rules and config, Grafana dashboards) from src/agentlb/mixin
+	$(BIN)/python -m agentlb.mixin deploy
+
+.PHONY: observe
+observe: $(STAMP) prometheus ## Prometheus with agentlb's rules on 127.0.0.1:$(PROMETHEUS_PORT), scraping $(HOST):$(PORT)
+	mkdir -p var/prometheus
+	sed 's/127.0.0.1:8000/$(HOST):$(PORT)/' deploy/prometheus/prometheus.yml > var/prometheus/prometheus.yml
+	cp deploy/prometheus/recording.yml deploy/prometheus/alerts.yml var/prometheus/
+	@echo "Prometheus: http://127.0.0.1:$(PROMETHEUS_PORT) (alerts: /alerts), scraping http://$(HOST):$(PORT)/metrics"
+	@echo "Grafana: copy deploy/grafana/provisioning/* to /etc/grafana/provisioning/ and"
+	@echo "  deploy/grafana/dashboards/*.json to /var/lib/grafana/dashboards/agentlb/, or import"
+	@echo "  each JSON in Dashboards > New > Import and pick this Prometheus as the data source."
+	prometheus --config.file=var/prometheus/prometheus.yml --storage.tsdb.path=var/prometheus/data \
+		--web.listen-address=127.0.0.1:$(PROMETHEUS_PORT)
 
 .PHONY: bench
 bench: $(STAMP) ## selection micro-benchmark and the strategy benchmark
