@@ -128,7 +128,8 @@ _MODEL = (
     "{{ with (. | first) }}{{ .Labels.model_version }} ({{ .Labels.source }}){{ end }}{{ end }}"
 )
 _EJECTED_AGENTS = (
-    '{{ range query "max by (agent) (load_balancer_agent_ejected) == 1" }}{{ .Labels.agent }} {{ end }}'
+    '{{ range $i, $s := query "max by (agent) (load_balancer_agent_ejected) == 1" }}'
+    '{{ if $i }}, {{ end }}{{ $s.Labels.agent }}{{ else }}none{{ end }}'
 )
 
 ALERTS = (
@@ -137,7 +138,7 @@ ALERTS = (
         f"load_balancer:load_distribution_variance_ratio:max > {LOAD_VARIANCE_RATIO_MAX}",
         "10m",
         "warning",
-        "Load across agents is uneven (normalised variance {{ $value | humanize }} > "
+        "Load across agents is uneven (normalised variance {{ printf \"%.2f\" $value }} > "
         f"{LOAD_VARIANCE_RATIO_MAX})",
         "The variance of the agents' load scores is {{ $value | humanizePercentage }} of the most "
         f"possible at this mean load; most loaded agent: {_MOST_LOADED}.",
@@ -201,7 +202,7 @@ ALERTS = (
         "5m",
         "warning",
         "Store writes failing ({{ $labels.operation }})",
-        "{{ $labels.operation }} writes fail at {{ $value | humanize }}/s: selections go on from memory, "
+        "{{ $labels.operation }} writes fail at {{ printf \"%.3f\" $value }}/s: selections go on from memory, "
         "but dispatch records and history are being lost.",
         f"Check the database (AGENTLB_DATABASE_URL) is up and has space; {RUNBOOK_CHECK}; "
         "`agentlb db upgrade` once it answers.",
@@ -212,7 +213,7 @@ ALERTS = (
         "2m",
         "critical",
         "{{ $value | humanizePercentage }} of the enabled agents are ejected",
-        f"Ejected agents: {_EJECTED_AGENTS}(max_ejection_percent caps ejection at half by default).",
+        f"Ejected agents: {_EJECTED_AGENTS} (max_ejection_percent caps ejection at half by default).",
         "The agents fail their tasks back to back: check them; GET "
         "/load-balancing/agent/{id}/metrics for success rate; `agentlb agents list`.",
     ),
@@ -232,9 +233,9 @@ ALERTS = (
         "5m",
         "critical",
         "Orchestrators call select-agent but no agent is selected",
-        "{{ $value | humanize }} select requests/s and none answered with an agent; errors by type: "
-        '{{ range query "sum by (error) (rate(load_balancer_select_errors_total[5m]))" }}'
-        "{{ .Labels.error }} {{ end }}.",
+        "{{ printf \"%.2f\" $value }} select requests/s and none answered with an agent; errors: "
+        '{{ range $i, $s := query "sum by (error) (rate(load_balancer_select_errors_total[5m]))" }}'
+        "{{ if $i }}, {{ end }}{{ $s.Labels.error }}{{ else }}none{{ end }}.",
         f"{RUNBOOK_CHECK}: every capable agent ejected or disabled, or capabilities nobody has; "
         "`agentlb agents list`, `agentlb agents load` to register the fleet.",
     ),
