@@ -32,6 +32,9 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 SELECTION_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 HEALTH_STATUSES = ("healthy", "degraded", "unhealthy")
+# The store operations whose failures are counted, exported at 0 from the start so a rate over
+# them has a series before the first failure (tests/core checks service.py names no other).
+STORE_OPERATIONS = ("record_dispatch", "get_dispatch", "prediction_accuracy", "record_deployment")
 
 # Attributes of a LogRecord that are not caller-supplied fields.
 _RESERVED_LOG_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -120,6 +123,8 @@ class Metrics:
             ("operation",),
             registry=r,
         )
+        for operation in STORE_OPERATIONS:
+            self.store_write_failures.labels(operation)
 
         self.state = StateMetrics(r)
 
