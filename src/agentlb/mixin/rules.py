@@ -129,7 +129,7 @@ _MODEL = (
 )
 _EJECTED_AGENTS = (
     '{{ range $i, $s := query "max by (agent) (load_balancer_agent_ejected) == 1" }}'
-    '{{ if $i }}, {{ end }}{{ $s.Labels.agent }}{{ else }}none{{ end }}'
+    "{{ if $i }}, {{ end }}{{ $s.Labels.agent }}{{ else }}none{{ end }}"
 )
 
 ALERTS = (
@@ -138,7 +138,7 @@ ALERTS = (
         f"load_balancer:load_distribution_variance_ratio:max > {LOAD_VARIANCE_RATIO_MAX}",
         "10m",
         "warning",
-        "Load across agents is uneven (normalised variance {{ printf \"%.2f\" $value }} > "
+        'Load across agents is uneven (normalised variance {{ printf "%.2f" $value }} > '
         f"{LOAD_VARIANCE_RATIO_MAX})",
         "The variance of the agents' load scores is {{ $value | humanizePercentage }} of the most "
         f"possible at this mean load; most loaded agent: {_MOST_LOADED}.",
@@ -202,8 +202,8 @@ ALERTS = (
         "5m",
         "warning",
         "Store writes failing ({{ $labels.operation }})",
-        "{{ $labels.operation }} writes fail at {{ printf \"%.3f\" $value }}/s: selections go on from memory, "
-        "but dispatch records and history are being lost.",
+        '{{ $labels.operation }} writes fail at {{ printf "%.3f" $value }}/s: selections go on '
+        "from memory, but dispatch records and history are being lost.",
         f"Check the database (AGENTLB_DATABASE_URL) is up and has space; {RUNBOOK_CHECK}; "
         "`agentlb db upgrade` once it answers.",
     ),
@@ -233,7 +233,7 @@ ALERTS = (
         "5m",
         "critical",
         "Orchestrators call select-agent but no agent is selected",
-        "{{ printf \"%.2f\" $value }} select requests/s and none answered with an agent; errors: "
+        '{{ printf "%.2f" $value }} select requests/s and none answered with an agent; errors: '
         '{{ range $i, $s := query "sum by (error) (rate(load_balancer_select_errors_total[5m]))" }}'
         "{{ if $i }}, {{ end }}{{ $s.Labels.error }}{{ else }}none{{ end }}.",
         f"{RUNBOOK_CHECK}: every capable agent ejected or disabled, or capabilities nobody has; "
