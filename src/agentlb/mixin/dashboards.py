@@ -11,6 +11,7 @@ from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard, heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import BigValueTextMode
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
@@ -36,6 +37,7 @@ class PanelSpec:
     unit: str = ""
     width: int = 12
     height: int = 8
+    names_only: bool = False  # a stat that shows series names (e.g. "host:8000 healthy"), not values
 
 
 def _q(expr: str, legend: str = "", instant: bool = False) -> Query:
@@ -231,6 +233,7 @@ SYSTEM_HEALTH = (
             "not healthy fires LoadBalancingSystemDown.",
             (_q("max by (instance, status) (load_balancer_health_status) == 1", "{{instance}} {{status}}"),),
             width=8,
+            names_only=True,
         ),
         PanelSpec(
             "stat",
@@ -336,6 +339,8 @@ def _panel(spec: PanelSpec) -> Any:
         builder = timeseries.Panel()
     elif spec.kind == "stat":
         builder = stat.Panel()
+        if spec.names_only:
+            builder = builder.text_mode(BigValueTextMode.NAME)
     elif spec.kind == "heatmap":
         builder = heatmap.Panel().calculate(False)
     elif spec.kind == "table":
