@@ -8,6 +8,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 REPLICAS ?= 2
+PROMETHEUS_PORT ?= 9090
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +23,14 @@ help: ## list the targets
 .PHONY: install
 install: $(STAMP) ## create .venv and install agentlb with its dev dependencies
 
+.PHONY: prometheus
+prometheus: ## install Prometheus and promtool (Debian package) when missing
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+
 .PHONY: test
-test: $(STAMP) haproxy ## run the whole test suite (installs HAProxy for the cluster tests when missing)
+test: $(STAMP) haproxy prometheus ## run the whole test suite (installs HAProxy and Prometheus for their tests when missing)
 	$(BIN)/python -m pytest -q
 
 .PHONY: lint
@@ -67,6 +74,22 @@ train: $(STAMP) ## train from the store (or a simulated history when it has too 
 .PHONY: mlflow-ui
 mlflow-ui: $(STAMP) ## the MLflow UI on 127.0.0.1:5000 to compare models
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///var/mlflow.db --default-artifact-root var/mlartifacts
+
+.PHONY: dashboards
+dashboards: $(STAMP) ## regenerate deploy/ (Prometheus rules and config, Grafana dashboards) from src/agentlb/mixin
+	$(BIN)/python -m agentlb.mixin deploy
+
+.PHONY: observe
+observe: $(STAMP) prometheus ## Prometheus with agentlb's rules on 127.0.0.1:$(PROMETHEUS_PORT), scraping $(HOST):$(PORT)
+	mkdir -p var/prometheus
+	sed 's/127.0.0.1:8000/$(HOST):$(PORT)/' deploy/prometheus/prometheus.yml > var/prometheus/prometheus.yml
+	cp deploy/prometheus/recording.yml deploy/prometheus/alerts.yml var/prometheus/
+	@echo "Prometheus: http://127.0.0.1:$(PROMETHEUS_PORT) (alerts: /alerts), scraping http://$(HOST):$(PORT)/metrics"
+	@echo "Grafana: copy deploy/grafana/provisioning/* to /etc/grafana/provisioning/ and"
+	@echo "  deploy/grafana/dashboards/*.json to /var/lib/grafana/dashboards/agentlb/, or import"
+	@echo "  each JSON in Dashboards > New > Import and pick this Prometheus as the data source."
+	prometheus --config.file=var/prometheus/prometheus.yml --storage.tsdb.path=var/prometheus/data \
+		--web.listen-address=127.0.0.1:$(PROMETHEUS_PORT)
 
 .PHONY: bench
 bench: $(STAMP) ## selection micro-benchmark and the strategy benchmark

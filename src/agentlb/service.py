@@ -459,7 +459,9 @@ class AgentLBService:
     def _observe_outcome(self, outcome: TaskOutcome, completed: CompletedTask | None) -> None:
         predicted = completed.predicted_service_s if completed else None
         ejected = bool(completed and completed.ejected)
-        self.metrics.observe_outcome(outcome.duration_s, outcome.success, predicted, ejected)
+        self.metrics.observe_outcome(
+            outcome.duration_s, outcome.success, predicted, ejected, self.predictor.current.version
+        )
         log_event(
             log,
             "task_outcome",

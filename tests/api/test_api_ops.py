@@ -77,6 +77,44 @@ def test_metrics_counters_match_requests(fleet_client: TestClient) -> None:
     assert "load_balancer_ejections" in families
 
 
+def test_metrics_show_live_state_health_and_refused_selects(fleet_client: TestClient) -> None:
+    """The scrape-time gauges the dashboards and alerts read (deploy/prometheus)."""
+    for i in range(4):  # video-1 is the only object_detection agent: its 4 slots fill
+        chosen = fleet_client.post(
+            "/load-balancing/select-agent",
+            json={"task_type": "detect", "required_capabilities": ["object_detection"], "task_id": f"d-{i}"},
+        )
+        assert chosen.json()["selected_agent_id"] == "video-1"
+    refused = fleet_client.post(
+        "/load-balancing/select-agent", json={"task_type": "x", "required_capabilities": ["nobody"]}
+    )
+    assert refused.status_code == 409
+    families = scrape(fleet_client)
+    assert sample(families, "load_balancer_agent_in_flight_tasks", agent="video-1") == 4
+    assert sample(families, "load_balancer_agent_capacity_slots", agent="text-1") == 8
+    assert sample(families, "load_balancer_agent_ejected", agent="video-2") == 0
+    # loads (1, 0, 0): variance 2/9, its bound at mean 1/3 is 2/9, so the ratio is 1
+    assert sample(families, "load_balancer_load_distribution_variance") == pytest.approx(2 / 9)
+    assert sample(families, "load_balancer_load_distribution_variance_ratio") == pytest.approx(1.0)
+    health = fleet_client.get("/load-balancing/health").json()["status"]
+    assert sample(families, "load_balancer_health_status", status=health) == 1
+    assert (
+        sum(
+            sample(families, "load_balancer_health_status", status=s)
+            for s in ("healthy", "degraded", "unhealthy")
+        )
+        == 1
+    )
+    assert sample(families, "load_balancer_select_requests_total") == 5
+    errors = [s for s in families["load_balancer_select_errors"] if s.name.endswith("_total")]
+    assert [(s.labels["error"], s.value) for s in errors] == [(errors[0].labels["error"], 1.0)]
+    assert sample(families, "load_balancer_selection_confidence_count") == 4
+    assert sample(families, "load_balancer_store_write_failures_total", operation="record_dispatch") == 0
+    model = fleet_client.get("/load-balancing/model").json()["predictor"]
+    assert sample(families, "load_balancer_model_info", model_version=model["version"]) == 1
+    assert sample(families, "load_balancer_model_fallback") == (1 if model["fallback_reason"] else 0)
+
+
 def test_metrics_route_is_not_a_redirect_and_needs_no_key(sqlite_factory: ClientFactory) -> None:
     client = sqlite_factory.start(api_key="k")
     response = client.get("/metrics", follow_redirects=False)

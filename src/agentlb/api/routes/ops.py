@@ -9,8 +9,9 @@ from fastapi import APIRouter, Response
 
 from agentlb.api.deps import ClientDep, ServiceDep
 from agentlb.api.schemas import HealthPublic, ModelPublic
-from agentlb.observability import METRICS_CONTENT_TYPE
+from agentlb.observability import METRICS_CONTENT_TYPE, ServiceState
 from agentlb.replication import describe
+from agentlb.service import AgentLBService
 
 router = APIRouter(tags=["operations"])
 
@@ -52,7 +53,9 @@ def model(service: ServiceDep, _: ClientDep) -> ModelPublic:
 @router.get("/metrics", response_class=Response, responses={200: {"content": {METRICS_CONTENT_TYPE: {}}}})
 def metrics(service: ServiceDep) -> Response:
     """Prometheus exposition (served from a route: a mounted app would answer 307)."""
-    service.metrics.refresh_load_scores(service.tracker.snapshot().agents)
+    snapshot = service.tracker.snapshot()
+    service.metrics.refresh_load_scores(snapshot.agents)
+    service.metrics.state.refresh(snapshot.agents, snapshot.now, service_state(service))
     return Response(service.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
 
@@ -63,3 +66,17 @@ def replication(service: ServiceDep, _: ClientDep, state: bool = False) -> dict[
     and `state_digest`: replicas at the same `seq` with the same digest hold identical state.
     `state=true` adds the whole state (in-flight tasks, EWMAs, success rates, ejections)."""
     return describe(service.replica, service.tracker, include_state=state)
+
+def service_state(service: AgentLBService) -> ServiceState:
+    """Health and serving model for the scrape-time gauges."""
+    ref = service.predictor
+    described = ref.current.describe()
+    holdout = (described.get("metrics") or {}).get("mae")
+    return ServiceState(
+        health_status=service.health().status,
+        model_version=str(described.get("version")),
+        model_source=str(described.get("source")),
+        model_fallback=ref.fallback_reason is not None,
+        holdout_mae_s=float(holdout) if isinstance(holdout, int | float) else None,
+        drift_mae_tolerance=service.settings.drift_mae_tolerance,
+    )

@@ -64,10 +64,22 @@ async def select_agent(request: Request) -> Response:
 async def answer_select(state: Any, headers: list[tuple[bytes, bytes]], raw: bytes) -> Response:
     """The select-agent request, from its raw headers and body to the response.
 
-    The hot path: the access rule and the body schema of every other route, applied without
-    FastAPI's request handling, which was about a fifth of a select request's CPU
+    Every request is counted (`load_balancer_select_requests_total`), and those answered
+    without a selection by error type: a service that stops selecting while orchestrators
+    call is then visible. The hot path: the access rule and the body schema of every other
+    route, applied without FastAPI's request handling, which was about a fifth of a select request's CPU
     (docs/benchmarks.md). It runs from this route (DirectRoute, documented by `openapi_extra`
     below) and, ahead of the middleware stack, from `AgentLBApp` (api/app.py)."""
+    try:
+        response = await _answer_select(state, headers, raw)
+    except Exception as exc:
+        state.service.metrics.state.count_select(exc)
+        raise
+    state.service.metrics.state.count_select(None)
+    return response
+
+
+async def _answer_select(state: Any, headers: list[tuple[bytes, bytes]], raw: bytes) -> Response:
     authorization, content_type = auth_and_content_type(headers)
     client_role(state.settings, bearer_token(authorization))
     body = json_body(SelectAgentRequest, raw, content_type)
