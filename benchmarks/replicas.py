@@ -139,7 +139,7 @@ def cluster(args: argparse.Namespace, replicas: int, env: dict[str, str]) -> Ite
 
 def _migrate(home: Path, database_url: str, fleet: Path | None = None) -> None:
     """Schema (and the fleet of `fleet`) once, before any replica starts, as `agentlb cluster` does."""
-    from agentlb.service import bootstrap
+    from agentlb.bootstrap import bootstrap
     from agentlb.settings import load_settings
 
     if fleet is not None:

@@ -15,11 +15,9 @@ import math
 import statistics
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +46,12 @@ from agentlb.errors import (
 )
 from agentlb.experiments.service import ExperimentService
 from agentlb.group_commit import GroupCommitWriter, PendingWrite
+from agentlb.model_loading import alias_of, load_model, load_predictor
 from agentlb.observability import Metrics, log_event, selection_log_fields
 from agentlb.predictor.base import Predictor, PredictorRef
-from agentlb.predictor.heuristic import HeuristicPredictor
 from agentlb.replication import Replica, open_live_state
 from agentlb.settings import MODEL_NAME, Settings, normalise_weights
 from agentlb.shadow import ShadowScorer
-from agentlb.sim.fleet import fleet_agents
 from agentlb.store import OutcomeWrite, Store
 from agentlb.strategies import STRATEGY_NAMES
 from agentlb.tracker import AgentLoadTracker, Clock
@@ -70,9 +67,6 @@ BENCHMARK_MAX_RUNS = 24
 STORE_FAILURE_WINDOW_S = 60.0
 # After a failed dispatch write, skip dispatch writes this long (selections stay fast).
 DISPATCH_WRITE_PAUSE_S = 5.0
-# How long to wait for an MLflow tracking server before serving with the heuristic.
-TRACKING_PROBE_TIMEOUT_S = 3.0
-ProgressFn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -102,63 +96,6 @@ class _StoreFailures:
     dispatch_writes: int = 0
     last_failure_at: float = float("-inf")
     last_reason: str = ""
-
-
-@dataclass(frozen=True)
-class BootstrapReport:
-    migrated: bool
-    agents_registered: int
-    fleet_file: str | None
-    notes: list[str] = field(default_factory=list)
-
-
-def load_predictor(settings: Settings) -> PredictorRef:
-    """The champion model when it loads, else the heuristic with the reason kept visible.
-
-    The service must start without a model: a fresh clone has none yet.
-    """
-    try:
-        predictor = _load_model(settings)
-    except ModelLoadError as exc:
-        log_event(log, "model_unavailable", logging.WARNING, reason=str(exc))
-        return PredictorRef(HeuristicPredictor(), fallback_reason=str(exc))
-    return PredictorRef(predictor)
-
-
-def _load_model(settings: Settings) -> Predictor:
-    if not settings.model_uri:
-        raise ModelLoadError("no model URI configured (AGENTLB_MODEL_URI)")
-    from agentlb.predictor.model import ModelPredictor
-
-    if settings.model_uri.startswith("models:/"):
-        _check_tracking_server(settings.tracking_uri)
-    predictor: Predictor = ModelPredictor.from_uri(settings.model_uri, settings.tracking_uri)
-    return predictor
-
-
-def _check_tracking_server(tracking_uri: str) -> None:
-    """ModelLoadError at once when an HTTP tracking server does not answer.
-
-    MLflow's client retries a refused connection with exponential backoff for about four
-    minutes (measured: 247 s), which would hold up service start and model reloads; the
-    heuristic fallback should take over in seconds (docs/reliability.md)."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
-    probe = tracking_uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(probe, timeout=TRACKING_PROBE_TIMEOUT_S):
-            return
-    except urllib.error.HTTPError:
-        return  # it answered; MLflow itself reports what is wrong
-    except (urllib.error.URLError, OSError) as exc:
-        raise ModelLoadError(f"MLflow tracking server {tracking_uri} does not answer: {exc}") from exc
-
-
-def _alias_of(uri: str) -> str:
-    """`models:/name@champion` -> `champion`; a bundle path -> `bundle`."""
-    if uri.startswith("models:/") and "@" in uri:
-        return uri.rsplit("@", 1)[1]
-    return "bundle"
 
 
 class AgentLBService:
@@ -529,7 +466,7 @@ class AgentLBService:
         """Load the model at settings.model_uri and swap it in; on failure keep the current
         predictor and raise ModelLoadError."""
         with self._model_lock:
-            predictor = _load_model(self.settings)
+            predictor = load_model(self.settings)
             self.predictor.swap(predictor)
             self._record_deployment(predictor, self.settings.model_uri or "")
         self.compile_in_background(predictor)
@@ -612,7 +549,7 @@ class AgentLBService:
 
     def _record_deployment(self, predictor: Predictor, uri: str) -> None:
         try:
-            self.store.record_deployment(predictor.version, _alias_of(uri), predictor.source)
+            self.store.record_deployment(predictor.version, alias_of(uri), predictor.source)
         except StoreUnavailableError as exc:
             self._store_failed("record_deployment", exc)
 
@@ -752,49 +689,3 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "_asdict"):
         return dict(value._asdict())
     return value
-
-
-# --- bootstrap ---------------------------------------------------------------------------
-def default_fleet_file(settings: Settings) -> Path:
-    return settings.home / "examples" / "fleet.yaml"
-
-
-def bootstrap(
-    settings: Settings, progress: ProgressFn | None = None, fleet_file: Path | None = None
-) -> BootstrapReport:
-    """Migrate the database and register the demo fleet when the registry is empty.
-
-    The lead extends this with the first-model step; each step reports through `progress`.
-    """
-    say = progress or (lambda _message: None)
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    say(f"database: migrating {_redact(settings.db_url)}")
-    store = Store.open(settings.db_url)
-    notes: list[str] = []
-    try:
-        registered = 0
-        fleet = fleet_file or default_fleet_file(settings)
-        if store.list_agents():
-            say("agents: registry not empty, demo fleet not loaded")
-            return BootstrapReport(True, 0, None, notes)
-        if not fleet.exists():
-            notes.append(f"no fleet file at {fleet}; register agents with POST /load-balancing/agents")
-            say(notes[-1])
-            return BootstrapReport(True, 0, None, notes)
-        for agent in fleet_agents(fleet):
-            store.upsert_agent(agent)
-            registered += 1
-        say(f"agents: registered {registered} agents from {fleet}")
-        return BootstrapReport(True, registered, str(fleet), notes)
-    finally:
-        store.close()
-
-
-def _redact(url: str) -> str:
-    """A database URL without its password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
-    return url

@@ -127,8 +127,8 @@ def register(app: typer.Typer) -> None:
 def _bootstrap(settings: Settings, with_model: bool) -> None:
     """The database schema, the demo fleet into an empty registry and (with `with_model`) a
     first model, once, before any replica starts."""
+    from agentlb.bootstrap import bootstrap, default_fleet_file
     from agentlb.first_model import ensure_first_model
-    from agentlb.service import bootstrap, default_fleet_file
 
     report = bootstrap(settings, typer.echo)
     typer.echo(f"bootstrap: {report.agents_registered} agents registered")

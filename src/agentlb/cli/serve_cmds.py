@@ -126,8 +126,8 @@ def register(app: typer.Typer) -> None:
         empty, and train a first model from a simulated history when no champion loads."""
         from rich.progress import Progress
 
+        from agentlb.bootstrap import bootstrap, default_fleet_file
         from agentlb.first_model import ensure_first_model
-        from agentlb.service import bootstrap, default_fleet_file
 
         settings = _settings_or_exit()
         try:
