@@ -275,6 +275,22 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- decision quality ----------------------------------------------------------------------------
+async def post_retrying(
+    http: httpx.AsyncClient, path: str, json: dict[str, Any], tries: int = 3
+) -> int | str:
+    """An outcome report, resent on a transport error as an orchestrator would (a resent outcome
+    is harmless); the final status code, or the error's name."""
+    for _ in range(tries - 1):
+        try:
+            return (await http.post(path, json=json)).status_code
+        except httpx.HTTPError:
+            await asyncio.sleep(0.1)
+    try:
+        return (await http.post(path, json=json)).status_code
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+
+
 async def emulate(url: str, args: argparse.Namespace) -> dict[str, Any]:
     from agentlb.sim.fleet import load_fleet
     from agentlb.sim.scenarios import get_scenario
@@ -305,7 +321,11 @@ async def emulate(url: str, args: argparse.Namespace) -> dict[str, Any]:
             }
             if task.deadline_s is not None:
                 body["deadline_s"] = round(task.deadline_s, 3)
-            chosen = await http.post("/load-balancing/select-agent", json=body)
+            try:
+                chosen = await http.post("/load-balancing/select-agent", json=body)
+            except httpx.HTTPError as exc:
+                errors[f"select {type(exc).__name__}"] += 1
+                return
             if chosen.status_code != 200:
                 errors[f"select {chosen.status_code}"] += 1
                 return
@@ -317,7 +337,8 @@ async def emulate(url: str, args: argparse.Namespace) -> dict[str, Any]:
                 service_s = Simulation.service_time(task, spec, task.arrival_s)
                 await asyncio.sleep(service_s * scale)
             finished = loop.time()
-            reported = await http.post(
+            reported = await post_retrying(
+                http,
                 "/load-balancing/update-performance",
                 json={
                     "agent_id": agent_id,
@@ -327,8 +348,8 @@ async def emulate(url: str, args: argparse.Namespace) -> dict[str, Any]:
                     "task_type": task.task_type,
                 },
             )
-            if reported.status_code != 200:
-                errors[f"outcome {reported.status_code}"] += 1
+            if reported != 200:
+                errors[f"outcome {reported}"] += 1
             sojourn_s.append((finished - arrived) / scale)
 
         await asyncio.gather(*(one(task) for task in tasks))
