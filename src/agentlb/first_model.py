@@ -69,5 +69,9 @@ def ensure_first_model(
 
     summary = run_training(frame, settings=settings, seed=0, progress=stage)
     version = summary.get("model_version")
+    if not summary["promoted"]:  # the gate's coverage band applies to a first model too
+        reason = summary["decision"]["reason"]
+        say(f"model: {version} not promoted ({reason}); serving keeps the heuristic", 1.0)
+        return FirstModelReport(True, None if version is None else str(version), f"not promoted: {reason}")
     say(f"model: champion {version} exported to {summary.get('bundle_path')}", 1.0)
     return FirstModelReport(True, None if version is None else str(version), "trained on a simulated history")

@@ -123,6 +123,11 @@ def test_experiment_opens_on_training_runs_with_their_datasets(
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     experiment = client.get_experiment(summary["experiment_id"])
     assert experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    assert "workflowType=machine_learning" in summary["runs_view"]  # MLflow 3.17 picks the view by it
+    assert summary["runs_view"].endswith(
+        f"/#/experiments/{summary['experiment_id']}/runs"
+        "?workflowType=machine_learning&viewStateShareKey=training-runs"
+    )
     view = json.loads(experiment.tags[RUNS_VIEW_TAG])
     assert {"metrics.`mae`", "metrics.`p90_coverage`", "metrics.`train_s`"} <= set(view["selectedColumns"])
     run = client.get_run(summary["candidates"][0]["run_id"])

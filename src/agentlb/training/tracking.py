@@ -1,9 +1,11 @@
 """What a training run writes to MLflow: the experiment, one run per candidate (params, lineage,
 datasets, metrics, plots, or the error of a candidate that failed) and the registered model.
 
-The experiment is tagged as a model-training experiment (`mlflow.experimentKind`), so the
-MLflow 3 UI opens it on its runs rather than on the GenAI traces view, and carries a shared
-view of the runs table (`mlflow.sharedViewState.<key>`) showing the metrics to compare.
+The experiment is tagged as a model-training experiment (`mlflow.experimentKind`) and carries a
+shared view of the runs table (`mlflow.sharedViewState.<key>`) showing the metrics to compare.
+MLflow 3.17's UI picks GenAI or machine-learning pages from a per-browser "workflow type"
+(GenAI unless switched; the `workflowType` URL parameter switches it) before it reads that tag,
+so `runs_view_url` carries `workflowType=machine_learning` as well as the shared view's key.
 """
 
 from __future__ import annotations
@@ -67,7 +69,10 @@ def ensure_experiment(client: MlflowClient, name: str, artifacts_dir: Path) -> s
 
 def runs_view_url(tracking_ui: str, experiment_id: str) -> str:
     """The MLflow UI page of the experiment's runs with `mae`, `p90_coverage`, `train_s` shown."""
-    return f"{tracking_ui.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={RUNS_VIEW_KEY}"
+    return (
+        f"{tracking_ui.rstrip('/')}/#/experiments/{experiment_id}/runs"
+        f"?workflowType=machine_learning&viewStateShareKey={RUNS_VIEW_KEY}"
+    )
 
 
 def _dataset_inputs(parts: dict[str, pd.DataFrame]) -> list[Any]:
