@@ -14,6 +14,7 @@ from agentlb.cli import app
 from agentlb.errors import BenchmarkLimitError, SimulationError
 from agentlb.history import validate_history
 from agentlb.sim.benchmark import (
+    CLASSICAL_BASELINES,
     SERVED_WARMUP_MIN_TASKS,
     WARMUP_SERVED_STRATEGY,
     WARMUP_STRATEGY,
@@ -61,6 +62,39 @@ def test_results_have_every_run_with_cis_and_ratios() -> None:
     flaky = [r for r in runs if r["scenario"] == "flaky" and r["strategy"] != "oracle"]
     assert all(r["success_rate"] < 1.0 for r in flaky)
     json.dumps(results, allow_nan=False)
+
+
+def test_ratios_to_the_best_classical_baseline_pick_the_lowest_per_metric() -> None:
+    results = run_benchmark(SMALL)
+    for scenario in SMALL.scenarios:
+        mine = {r["strategy"]: r for r in results["runs"] if r["scenario"] == scenario}
+        classical = [n for n in CLASSICAL_BASELINES if n in mine]
+        for metric, short in (("mean_sojourn_s", "mean"), ("p99_sojourn_s", "p99")):
+            best = min(classical, key=lambda n: mine[n][metric])
+            for run in mine.values():
+                assert run[f"best_classical_{short}"] == best
+                assert run[f"ratio_{short}_to_best_classical"] == pytest.approx(
+                    run[metric] / mine[best][metric]
+                )
+                # paired per-seed ratios: a t interval around their mean
+                ratios = [
+                    v / b
+                    for v, b in zip(run[f"per_seed_{metric}"], mine[best][f"per_seed_{metric}"], strict=True)
+                ]
+                low, high = run[f"ratio_{short}_to_best_classical_ci95"]
+                assert low <= sum(ratios) / len(ratios) <= high
+            assert mine[best][f"ratio_{short}_to_best_classical"] == pytest.approx(1.0)
+
+
+def test_the_model_warmup_runs_on_its_own_fleet_draw() -> None:
+    """The warm-up never sees the evaluation fleet's slow-down episodes."""
+    config = BenchmarkConfig(scenarios=("degradation",), tasks=3000, predictor="model", warmup_tasks=3000)
+    workload = build_workload(config, "degradation", 2)
+    assert [a.id for a in workload.warmup_fleet] == [a.id for a in workload.fleet]
+    assert [a.slowdowns for a in workload.warmup_fleet] != [a.slowdowns for a in workload.fleet]
+    assert any(a.slowdowns for a in workload.warmup_fleet)
+    again = build_workload(config, "degradation", 2)
+    assert [a.slowdowns for a in again.warmup_fleet] == [a.slowdowns for a in workload.warmup_fleet]
 
 
 def test_results_do_not_depend_on_the_number_of_workers() -> None:
@@ -173,7 +207,7 @@ def test_model_predictor_is_fitted_on_a_separate_warmup_segment() -> None:
 def test_the_warmup_is_served_by_least_connection_then_again_by_a_first_model() -> None:
     config = BenchmarkConfig(scenarios=("specialists",), tasks=100, predictor="model", warmup_tasks=400)
     workload = build_workload(config, "specialists", 3)
-    first, served = warmup_histories(workload.fleet, workload.warmup, 3, load_model_fitter())
+    first, served = warmup_histories(workload.warmup_fleet, workload.warmup, 3, load_model_fitter())
     assert len(first) == len(served) == 400
     assert set(first["strategy"]) == {WARMUP_STRATEGY}
     assert set(first["model_version"].fillna("")) <= {"", "heuristic"}
@@ -191,6 +225,6 @@ def test_the_warmup_is_served_by_least_connection_then_again_by_a_first_model() 
     assert home_share(served) > max(0.6, home_share(first) + 0.2)
 
     short = warmup_histories(
-        workload.fleet, workload.warmup[: SERVED_WARMUP_MIN_TASKS - 1], 3, load_model_fitter()
+        workload.warmup_fleet, workload.warmup[: SERVED_WARMUP_MIN_TASKS - 1], 3, load_model_fitter()
     )
     assert len(short) == 1 and set(short[0]["strategy"]) == {WARMUP_STRATEGY}

@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
                 ref = None
                 warmup_rows = 0
                 if predictor == "model":
-                    ref, warmup_rows = fit_warmup_predictor(workload.fleet, workload.warmup, seed)
+                    ref, warmup_rows = fit_warmup_predictor(workload.warmup_fleet, workload.warmup, seed)
                 result = simulate(
                     workload.fleet,
                     workload.tasks,
@@ -215,6 +215,35 @@ def register(app: typer.Typer) -> None:
             )
         Console().print(table)
         typer.echo(f"wrote {len(paths)} files to {out}")
+
+    @app.command("render-tables")
+    def render_tables_cmd(
+        results: Annotated[Path, typer.Option(help="the model benchmark's results.json")] = Path(
+            "benchmarks/results/benchmark-model.json"
+        ),
+        trace_results: Annotated[
+            str, typer.Option(help="the Azure replay's results.json (a last table row); '' for none")
+        ] = "benchmarks/results/benchmark-model-azure.json",
+        root: Annotated[Path, typer.Option(help="the checkout holding README.md and docs/")] = Path("."),
+        check: Annotated[bool, typer.Option("--check", help="fail if a committed table is stale")] = False,
+    ) -> None:
+        """Render the decision-quality tables of README.md and docs/benchmarks.md from results files."""
+        from agentlb.sim.tables import load_results, sections, stale_sections, write_section
+
+        try:
+            trace = load_results(trace_results) if trace_results else None
+            found = sections(root, load_results(results), trace)
+            stale = stale_sections(found)
+        except AgentLBError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        if check:
+            for section in stale:
+                typer.echo(f"stale: {section.path} section {section.name}", err=True)
+            raise typer.Exit(1 if stale else 0)
+        for section in stale:
+            write_section(section)
+            typer.echo(f"wrote {section.path} section {section.name}")
 
     @app.command("bench-sim")
     def bench_sim_cmd(

@@ -12,7 +12,7 @@ import importlib
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 PREDICTORS = ("heuristic", "model")
 BASELINE = "power_of_two"
+# the classical strategies a learned one must beat; "best" is the lowest of them per scenario
+CLASSICAL_BASELINES = ("power_of_two", "peak_ewma", "least_connection")
 WARMUP_STRATEGY = "least_connection"
 WARMUP_SERVED_STRATEGY = "predictive"
 SERVED_WARMUP_MIN_TASKS = 200
@@ -113,6 +115,7 @@ class _Workload:
     tasks: list[SimTask]
     warmup: list[SimTask] = field(default_factory=list)
     offered_load: float | None = None
+    warmup_fleet: list[SimAgentSpec] = field(default_factory=list)
 
 
 def build_workload(config: BenchmarkConfig, scenario_name: str, seed: int) -> _Workload:
@@ -123,6 +126,7 @@ def build_workload(config: BenchmarkConfig, scenario_name: str, seed: int) -> _W
     if config.trace_path:
         frame = read_trace(config.trace_path)
         fleet = fleet_override or scenario.fleet(seed, 1.0)
+        trace_warmup_fleet = fleet_override or scenario.fleet(seed + WARMUP_SEED_OFFSET, 1.0)
         first = config.warmup_tasks if want_warmup else 0
         all_tasks = tasks_from_trace(
             frame, config.time_scale, seed, scenario.noise_sigma, limit=first + config.tasks
@@ -133,14 +137,19 @@ def build_workload(config: BenchmarkConfig, scenario_name: str, seed: int) -> _W
         # evaluation tasks are renumbered from 0 so their indices address the run's arrays
         offset = tasks[0].arrival_s
         tasks = [_renumber(t, i, t.arrival_s - offset) for i, t in enumerate(tasks)]
-        return _Workload(fleet, tasks, warmup)
+        return _Workload(fleet, tasks, warmup, warmup_fleet=trace_warmup_fleet if want_warmup else [])
     fleet, tasks = scenario.build(seed, config.tasks, config.load, fleet_override)
     extra: list[SimTask] = []
+    warmup_fleet: list[SimAgentSpec] = []
     if want_warmup:
-        _, extra = scenario.build(seed + WARMUP_SEED_OFFSET, config.warmup_tasks, config.load, fleet)
+        # the warm-up's own fleet draw (same scenario, another seed): the model never sees the
+        # evaluation fleet's slow-down episodes; agent ids and static traits are the same
+        warmup_fleet, extra = scenario.build(
+            seed + WARMUP_SEED_OFFSET, config.warmup_tasks, config.load, fleet_override
+        )
         extra = [_renumber(t, t.index, t.arrival_s, "w") for t in extra]
     load = config.load if config.load is not None else scenario.load
-    return _Workload(fleet, tasks, extra, load)
+    return _Workload(fleet, tasks, extra, load, warmup_fleet)
 
 
 def _renumber(task: SimTask, index: int, arrival_s: float, prefix: str = "") -> SimTask:
@@ -224,7 +233,7 @@ def _job_body(config: BenchmarkConfig, scenario_name: str, seed: int) -> list[di
     predictor: PredictorRef | None = None
     warmup_rows = 0
     if config.predictor == "model":
-        predictor, warmup_rows = fit_warmup_predictor(workload.fleet, workload.warmup, seed)
+        predictor, warmup_rows = fit_warmup_predictor(workload.warmup_fleet, workload.warmup, seed)
     out = []
     for strategy in config.strategies:
         result = simulate(workload.fleet, workload.tasks, RunConfig(strategy, seed), predictor)
@@ -263,6 +272,20 @@ def _ratio(value: float | None, base: float | None) -> float | None:
     if value is None or base is None or base <= 0:
         return None
     return value / base
+
+
+def best_classical(by_strategy: Mapping[str, Mapping[str, Any]]) -> dict[str, str | None]:
+    """Per metric (mean, p99 sojourn), the classical baseline with the lowest value over the
+    seeds, chosen separately for each metric; None when no classical baseline ran."""
+    out: dict[str, str | None] = {}
+    for metric in ("mean_sojourn_s", "p99_sojourn_s"):
+        present = [
+            (float(by_strategy[n][metric]), n)
+            for n in CLASSICAL_BASELINES
+            if n in by_strategy and by_strategy[n].get(metric) is not None
+        ]
+        out[metric] = min(present, key=lambda p: p[0])[1] if present else None  # ties: first listed
+    return out
 
 
 def summarise(
@@ -306,7 +329,18 @@ def summarise(
             for i in mine:
                 if "sojourns" in i:
                     samples.setdefault(scenario, {})[strategy] = i["sojourns"]
+        best = best_classical(by_strategy)
         for run in by_strategy.values():
+            run["best_classical_mean"] = best["mean_sojourn_s"]
+            run["best_classical_p99"] = best["p99_sojourn_s"]
+            for metric, short in (("mean_sojourn_s", "mean"), ("p99_sojourn_s", "p99")):
+                base = by_strategy.get(best[metric] or "")
+                run[f"ratio_{short}_to_best_classical"] = _ratio(
+                    run[metric], base[metric] if base else None
+                )
+                run[f"ratio_{short}_to_best_classical_ci95"] = _paired_ratio_ci(
+                    run[f"per_seed_{metric}"], base[f"per_seed_{metric}"] if base else None
+                )
             for base_name, key in ((BASELINE, "power_of_two"), (ORACLE, "oracle")):
                 base = by_strategy.get(base_name)
                 base_mean = base["mean_sojourn_s"] if base else None

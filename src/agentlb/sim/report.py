@@ -27,6 +27,33 @@ def ratio_table(
     return "\n".join(lines)
 
 
+def ratio_ci_text(run: Mapping[str, Any], key: str, digits: int = 3) -> str:
+    """`0.914 (0.902–0.926)`: a ratio with its paired 95% CI, `–` when absent."""
+    value = run.get(key)
+    if value is None:
+        return "–"
+    ci = run.get(f"{key}_ci95")
+    return _f(value, digits) + (f" ({_f(ci[0], digits)}–{_f(ci[1], digits)})" if ci else "")
+
+
+def ratio_ci_table(
+    runs: Sequence[Mapping[str, Any]], key: str, scenarios: Sequence[str], strategies: Sequence[str]
+) -> str:
+    """Rows strategies, columns scenarios, cells `key` with its paired 95% CI."""
+    by = {(r["scenario"], r["strategy"]): r for r in runs}
+    lines = ["| strategy | " + " | ".join(scenarios) + " |", "|---" * (len(scenarios) + 1) + "|"]
+    for strategy in strategies:
+        cells = [ratio_ci_text(by[(s, strategy)], key) if (s, strategy) in by else "–" for s in scenarios]
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _best_line(runs: Sequence[Mapping[str, Any]], scenarios: Sequence[str], short: str) -> str:
+    firsts = {r["scenario"]: r for r in reversed(runs)}
+    names = [f"{s}: {firsts[s].get(f'best_classical_{short}') or '–'}" for s in scenarios if s in firsts]
+    return "Best classical baseline by " + short + " sojourn — " + "; ".join(names) + "."
+
+
 def render_markdown(results: Mapping[str, Any]) -> str:
     runs: list[Mapping[str, Any]] = results["runs"]
     config = results["config"]
@@ -49,7 +76,19 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             else ""
         )
         + f"; workload: {runs[0]['workload'] if runs else '-'}.",
-        "Ratios below 1 are better than the baseline. Sojourn = wait + service.",
+        "Ratios below 1 are better than the baseline. Sojourn = wait + service. A ratio's 95% CI "
+        "(in brackets) is a Student-t interval of the per-seed ratios (same seed, same fleet and "
+        "tasks for every strategy); the ratio itself is of the means over seeds.",
+        "",
+        "## Mean sojourn / best classical baseline (lowest of power_of_two, peak_ewma, least_connection)",
+        _best_line(runs, scenarios, "mean"),
+        "",
+        ratio_ci_table(runs, "ratio_mean_to_best_classical", scenarios, strategies),
+        "",
+        "## p99 sojourn / best classical baseline",
+        _best_line(runs, scenarios, "p99"),
+        "",
+        ratio_ci_table(runs, "ratio_p99_to_best_classical", scenarios, strategies),
         "",
         "## Mean sojourn / power_of_two",
         ratio_table(runs, "ratio_mean_to_power_of_two", scenarios, strategies),
@@ -58,10 +97,10 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         ratio_table(runs, "ratio_p99_to_power_of_two", scenarios, strategies),
         "",
         "## Mean sojourn / oracle",
-        ratio_table(runs, "ratio_mean_to_oracle", scenarios, strategies),
+        ratio_ci_table(runs, "ratio_mean_to_oracle", scenarios, strategies),
         "",
         "## p99 sojourn / oracle",
-        ratio_table(runs, "ratio_p99_to_oracle", scenarios, strategies),
+        ratio_ci_table(runs, "ratio_p99_to_oracle", scenarios, strategies),
     ]
     for scenario in scenarios:
         mine = [r for r in runs if r["scenario"] == scenario]

@@ -96,7 +96,7 @@ def _cases(config: TuneConfig) -> list[_Case]:
             workload = build_workload(bench, scenario, seed)
             predictor = None
             if config.predictor == "model":
-                predictor, _ = fit_warmup_predictor(workload.fleet, workload.warmup, seed)
+                predictor, _ = fit_warmup_predictor(workload.warmup_fleet, workload.warmup, seed)
             base = run_metrics(simulate(workload.fleet, workload.tasks, RunConfig("power_of_two", seed)))
             cases.append(
                 _Case(
