@@ -185,6 +185,7 @@ def test_dashboards_rules_and_spec_alerts_against_a_real_prometheus(
     bundle = _train_bundle(home_a)
     (home_b / "broken-model").write_text("not a model\n")
     common = {
+        "AGENTLB_EXPERIMENT_UPKEEP_INTERVAL_S": "1",
         "AGENTLB_EJECTION_CONSECUTIVE_FAILURES": str(EJECT_AFTER_FAILURES),
         "AGENTLB_EJECTION_BASE_TIME_S": "600",
         "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -263,6 +264,27 @@ def test_dashboards_rules_and_spec_alerts_against_a_real_prometheus(
             json={"task_type": "x", "required_capabilities": ["nobody-has-this"]},
         )
         assert refused.status_code == 409
+        # An online experiment on A: selections that name no strategy go to its arms.
+        experiment = {
+            "name": "wrr vs lc",
+            "arms": [
+                {"name": "control", "strategy": "weighted_round_robin", "share": 0.5},
+                {"name": "lc", "strategy": "least_connection", "share": 0.5},
+            ],
+            "task_types": ["job"],
+        }
+        assert http.post("/load-balancing/experiments", json=experiment).status_code == 201
+        for _ in range(20):
+            chosen = http.post(
+                "/load-balancing/select-agent", json={"task_type": "job", "required_capabilities": ["work"]}
+            ).json()
+            assert chosen["experiment"] is not None
+            outcome = {
+                "agent_id": chosen["selected_agent_id"],
+                "task_id": chosen["task_id"],
+                "task_duration": 0.5,
+            }
+            assert http.post("/load-balancing/update-performance", json=outcome).status_code == 200
 
     # Every panel query and every recording rule returns data; every metric named is exported.
     queries = [

@@ -219,6 +219,33 @@ STRATEGY_EFFECTIVENESS = (
             (_q("load_balancer:fallbacks_by_strategy:rate5m", "{{strategy}}"),),
             "reqps",
         ),
+        PanelSpec(
+            "timeseries",
+            "Experiment arms: selections",
+            "Selections routed to each arm of the running online experiments "
+            "(GET /load-balancing/experiments/{id} has the report and the verdict).",
+            (
+                _q(
+                    f"sum by (experiment, arm) (rate(agentlb_experiment_selections_total[{RATE}]))",
+                    "{{experiment}} {{arm}}",
+                ),
+            ),
+            "reqps",
+        ),
+        PanelSpec(
+            "timeseries",
+            "Experiment arms: mean completion time",
+            "Mean completion time (outcome report time minus selection time) of each arm, from the "
+            "store at each experiment upkeep; agentlb_experiment_decided is 1 once the verdict is in.",
+            (
+                _q(
+                    "max by (experiment, arm) (agentlb_experiment_arm_mean_completion_seconds)",
+                    "{{experiment}} {{arm}}",
+                ),
+                _q("max by (experiment) (agentlb_experiment_decided)", "{{experiment}} decided"),
+            ),
+            "s",
+        ),
     ),
 )
 
