@@ -128,7 +128,7 @@ _MODEL = (
     "{{ with (. | first) }}{{ .Labels.model_version }} ({{ .Labels.source }}){{ end }}{{ end }}"
 )
 _EJECTED_AGENTS = (
-    '{{ range $i, $s := query "max by (agent) (load_balancer_agent_ejected) == 1" }}'
+    '{{ range $i, $s := query "max by (agent) (load_balancer_agent_ejected) == 1" | sortByLabel "agent" }}'
     "{{ if $i }}, {{ end }}{{ $s.Labels.agent }}{{ else }}none{{ end }}"
 )
 
@@ -234,7 +234,8 @@ ALERTS = (
         "critical",
         "Orchestrators call select-agent but no agent is selected",
         '{{ printf "%.2f" $value }} select requests/s and none answered with an agent; errors: '
-        '{{ range $i, $s := query "sum by (error) (rate(load_balancer_select_errors_total[5m]))" }}'
+        '{{ range $i, $s := query "sum by (error) (rate(load_balancer_select_errors_total[5m]))"'
+        ' | sortByLabel "error" }}'
         "{{ if $i }}, {{ end }}{{ $s.Labels.error }}{{ else }}none{{ end }}.",
         f"{RUNBOOK_CHECK}: every capable agent ejected or disabled, or capabilities nobody has; "
         "`agentlb agents list`, `agentlb agents load` to register the fleet.",
