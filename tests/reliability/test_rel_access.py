@@ -42,6 +42,7 @@ CLIENT = {
     ("POST", "/load-balancing/agents/{agent_id}/heartbeat"),
     ("POST", "/load-balancing/benchmark"),
     ("GET", "/load-balancing/model"),
+    ("GET", "/load-balancing/replication"),
 }
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/load-balancing/agents"): {"id": "new-1", "name": "New", "capabilities": ["video_analysis"]},
