@@ -106,3 +106,4 @@ class DeploymentModel(Base):
     alias: Mapped[str | None] = mapped_column(String())
     source: Mapped[str] = mapped_column(Text)
     loaded_at: Mapped[float] = mapped_column(Float)
+
