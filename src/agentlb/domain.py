@@ -184,10 +184,6 @@ class AgentState:
     times_ejected: int
     registered_at: float
     in_flight: tuple[InFlightTask, ...]
-    # log factor on a model's predicted service time from this agent's recent residuals, and
-    # when it was last observed (agentlb.residuals; 0 = none)
-    service_correction_log: float = 0.0
-    service_correction_stamp: float = 0.0
 
     if not TYPE_CHECKING:
 

@@ -39,7 +39,6 @@ from agentlb.errors import (
     UnknownAgentError,
     UnknownTaskError,
 )
-from agentlb.residuals import ResidualCorrection
 
 Clock = Callable[[], float]
 # What the balancer decided for a dispatch (strategy, fallback used, panic): an event log that
@@ -92,7 +91,6 @@ class _AgentRecord:
     # (slope, trend) of `load_samples`, computed on first read and kept until a sample is added
     # (heartbeats do not move it).
     trend_cell: TrendCell | None = None
-    residual: ResidualCorrection = field(default_factory=ResidualCorrection)
 
 
 class AgentLoadTracker:
@@ -225,7 +223,6 @@ class AgentLoadTracker:
                 del self._task_agent[entry.task_id]
                 self._remember_finished(entry.task_id, outcome.agent_id, outcome)
             self._observe(record, outcome, task_type, now)
-            self._observe_residual(record, outcome, entry, now)
             if outcome.success and task_type is not None:
                 self._types_changed(record, (task_type,))
             record.load_samples.append((now, len(record.in_flight)))
@@ -522,16 +519,6 @@ class AgentLoadTracker:
             record.peak_cost_s = record.peak_cost_s * weight + duration * (1.0 - weight)
         record.peak_stamp = now
 
-    @staticmethod
-    def _observe_residual(
-        record: _AgentRecord, outcome: TaskOutcome, entry: InFlightTask | None, now: float
-    ) -> None:
-        """A successful task closed by its dispatch: its duration against the p50 recorded then."""
-        if outcome.success and entry is not None and entry.predicted_service_s:
-            record.residual.observe(
-                outcome.duration_s, entry.predicted_service_s, now, entry.dispatched_at
-            )
-
     def _state_of(self, record: _AgentRecord) -> AgentState:
         if record.cached is None:
             cell = record.trend_cell
@@ -567,8 +554,6 @@ class AgentLoadTracker:
                     "times_ejected": record.times_ejected,
                     "registered_at": record.registered_at,
                     "_in_flight_log": self._in_flight_of(record),
-                    "service_correction_log": record.residual.applied_log(),
-                    "service_correction_stamp": record.residual.stamp_s,
                 },
             )
         return record.cached

@@ -20,7 +20,6 @@ from agentlb.domain import (
     TaskRequest,
     candidate_view,
 )
-from agentlb.residuals import faded_factor
 
 # A running task has at least this share of its prediction left (never zero); one running past
 # its prediction has as much left as it has overrun (durations have long tails: the longer a task
@@ -142,22 +141,6 @@ def expected_wait_s(state: AgentState, snapshot: FleetSnapshot) -> float:
     return free_at[0]
 
 
-def residual_factors(
-    predictor: Predictor, candidates: Sequence[AgentState], now_s: float
-) -> np.ndarray | None:
-    """Each candidate's `service_correction` when the predictor is a model that takes it (the
-    heuristic already reads the agent's own EWMAs); None when every factor is 1."""
-    if not getattr(predictor, "residual_corrected", False):
-        return None
-    if all(s.service_correction_log == 0.0 for s in candidates):
-        return None
-    return np.fromiter(
-        (faded_factor(s.service_correction_log, s.service_correction_stamp, now_s) for s in candidates),
-        np.float64,
-        len(candidates),
-    )
-
-
 def completion_times(
     task: TaskRequest,
     candidates: Sequence[AgentState],
@@ -169,9 +152,6 @@ def completion_times(
         predictions = completion_arrays(task, candidates, snapshot, predictor)
         return [predictions.at(i) for i in range(len(candidates))]
     service = predictor.predict_service(task, candidates, snapshot)
-    factors = residual_factors(predictor, candidates, snapshot.now)
-    if factors is not None:
-        service = ServicePrediction(service.p50_s * factors, service.p90_s * factors)
     result = []
     for i, state in enumerate(candidates):
         wait = expected_wait_s(state, snapshot)
@@ -192,10 +172,6 @@ def completion_arrays(
     view = candidate_view(task.task_type, candidates, snapshot)
     p50 = np.array(service.p50_s, dtype=np.float64)
     p90_raw = np.asarray(service.p90_s, dtype=np.float64)
-    factors = residual_factors(predictor, candidates, snapshot.now)
-    if factors is not None:
-        p50 *= factors
-        p90_raw = p90_raw * factors
     p90 = np.where(p50 > p90_raw, p50, p90_raw)  # Python's max(p90_raw, p50), NaN included
     wait = queueing_waits(view, candidates, snapshot)
     if wait is None:

@@ -137,9 +137,6 @@ def _load_booster(path: Path) -> lgb.Booster:
 class ModelPredictor:
     """p50 and p90 service time of a task on each candidate agent, from two LightGBM boosters."""
 
-    # the tracker's per-agent residual factor scales its predictions (agentlb.residuals)
-    residual_corrected = True
-
     def __init__(
         self,
         p50: lgb.Booster,

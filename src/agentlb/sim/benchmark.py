@@ -335,9 +335,7 @@ def summarise(
             run["best_classical_p99"] = best["p99_sojourn_s"]
             for metric, short in (("mean_sojourn_s", "mean"), ("p99_sojourn_s", "p99")):
                 base = by_strategy.get(best[metric] or "")
-                run[f"ratio_{short}_to_best_classical"] = _ratio(
-                    run[metric], base[metric] if base else None
-                )
+                run[f"ratio_{short}_to_best_classical"] = _ratio(run[metric], base[metric] if base else None)
                 run[f"ratio_{short}_to_best_classical_ci95"] = _paired_ratio_ci(
                     run[f"per_seed_{metric}"], base[f"per_seed_{metric}"] if base else None
                 )
