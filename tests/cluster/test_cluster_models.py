@@ -19,7 +19,7 @@ import pytest
 from cluster_support import ClusterResources, RunningCluster, Traffic
 
 from agentlb.settings import MODEL_NAME, load_settings
-from agentlb.training.config import HGBConfig, LightGBMConfig, TrainingConfig
+from agentlb.training.config import GateConfig, HGBConfig, LightGBMConfig, TrainingConfig
 from agentlb.training.pipeline import run_training
 from agentlb.training.synthetic import default_fleet, synthetic_history
 from live_server import free_port
@@ -33,6 +33,8 @@ MLFLOW_START_TIMEOUT_S = 120.0
 TRAINING = TrainingConfig(
     lightgbm=LightGBMConfig(num_boost_round=40, learning_rate=0.15),
     sklearn_hgb=HGBConfig(max_iter=30, learning_rate=0.2),
+    # about promotions reaching replicas, not the gate: a small holdout's p90 coverage may leave the band
+    gate=GateConfig(coverage_low=0.0, coverage_high=1.0),
 )
 REPLICA_LINE = re.compile(r"(replica-\d+): (http://\S+) ")
 
