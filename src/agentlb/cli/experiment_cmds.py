@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from agentlb.cli.store_cmds import UrlOption, _fail, _opened, parse_duration_s
-from agentlb.errors import AgentLBError, UnknownExperimentError
-from agentlb.experiments.design import RUNNING, STOPPED, Arm, ExperimentDesign, design
+from agentlb.errors import AgentLBError, ExperimentError, UnknownExperimentError
+from agentlb.experiments.design import RUNNING, STOPPED, Arm, Experiment, ExperimentDesign, design
 from agentlb.experiments.service import describe, evidence, new_experiment
 from agentlb.store.experiments import ExperimentRecords
 from agentlb.strategies import STRATEGY_NAMES
@@ -43,47 +43,19 @@ def design_from_file(path: Path) -> ExperimentDesign:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise typer.BadParameter(f"cannot read {path}: {exc}") from exc
-    if not isinstance(raw, dict) or not isinstance(raw.get("arms"), list):
+    if not isinstance(raw, dict):
         raise typer.BadParameter(f"{path}: expected a mapping with 'name' and a list of 'arms'")
     try:
-        arms = [
-            Arm(
-                name=str(a["name"]),
-                strategy=str(a["strategy"]),
-                share=float(a["share"]),
-                weights=a.get("weights"),
-                model_version=None if a.get("model_version") is None else str(a["model_version"]),
-            )
-            for a in raw["arms"]
-        ]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise typer.BadParameter(f"{path}: every arm needs name, strategy and share ({exc})") from exc
-    known = {
-        "name",
-        "arms",
-        "task_types",
-        "capabilities",
-        "max_tasks",
-        "max_duration_s",
-        "stop_when_decided",
-        "alpha",
-        "mixing_effect",
-    }
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise typer.BadParameter(f"{path}: unknown fields {unknown}")
-    return design(
-        name=str(raw.get("name", "")),
-        arms=arms,
-        task_types=raw.get("task_types"),
-        capabilities=raw.get("capabilities"),
-        max_tasks=raw.get("max_tasks"),
-        max_duration_s=raw.get("max_duration_s"),
-        stop_when_decided=bool(raw.get("stop_when_decided", False)),
-        alpha=float(raw.get("alpha", 0.05)),
-        mixing_effect=float(raw.get("mixing_effect", 0.1)),
-        strategies=STRATEGY_NAMES,
-    )
+        return ExperimentDesign.from_dict(raw, strategies=STRATEGY_NAMES)
+    except ExperimentError as exc:
+        raise typer.BadParameter(f"{path}: {exc}") from exc
+
+
+def _experiment(records: ExperimentRecords, experiment_id: str) -> Experiment:
+    experiment = records.get(experiment_id)
+    if experiment is None:
+        raise _fail(str(UnknownExperimentError(experiment_id)))
+    return experiment
 
 
 def render_report(report: dict[str, Any], console: Console) -> None:
@@ -222,9 +194,7 @@ def register(app: typer.Typer) -> None:
         """The per-arm report and the verdict (the API's GET /load-balancing/experiments/{id})."""
         with _opened(url) as store:
             records = ExperimentRecords(store)
-            experiment = records.get(experiment_id)
-            if experiment is None:
-                raise _fail(str(UnknownExperimentError(experiment_id)))
+            experiment = _experiment(records, experiment_id)
             report = {**describe(experiment), **evidence(records, experiment)}
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -242,9 +212,7 @@ def register(app: typer.Typer) -> None:
         """Stop routing to the experiment (its report stays)."""
         with _opened(url) as store:
             records = ExperimentRecords(store)
-            experiment = records.get(experiment_id)
-            if experiment is None:
-                raise _fail(str(UnknownExperimentError(experiment_id)))
+            experiment = _experiment(records, experiment_id)
             if experiment.status != RUNNING:
                 typer.echo(f"experiment {experiment_id} is already {experiment.status}")
                 return

@@ -121,20 +121,30 @@ class ExperimentDesign:
         }
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> ExperimentDesign:
-        """The design as stored (`as_dict`), validated again."""
-        arms = [
-            Arm(
-                name=str(a["name"]),
-                strategy=str(a["strategy"]),
-                share=float(a["share"]),
-                weights=None if a.get("weights") is None else dict(a["weights"]),
-                model_version=None if a.get("model_version") is None else str(a["model_version"]),
-            )
-            for a in raw["arms"]
-        ]
+    def from_dict(cls, raw: Mapping[str, Any], strategies: Sequence[str] | None = None) -> ExperimentDesign:
+        """The design as stored (`as_dict`) or as a file or request gives it, validated again;
+        ExperimentError names what is missing or wrong."""
+        unknown = sorted(set(raw) - DESIGN_FIELDS)
+        if unknown:
+            raise ExperimentError(unknown[0], f"unknown field; known: {', '.join(sorted(DESIGN_FIELDS))}")
+        if not isinstance(raw.get("arms"), list):
+            raise ExperimentError("arms", "a list of arms is required")
+        arms = []
+        for i, a in enumerate(raw["arms"]):
+            try:
+                arms.append(
+                    Arm(
+                        name=str(a["name"]),
+                        strategy=str(a["strategy"]),
+                        share=float(a["share"]),
+                        weights=None if a.get("weights") is None else dict(a["weights"]),
+                        model_version=None if a.get("model_version") is None else str(a["model_version"]),
+                    )
+                )
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ExperimentError(f"arms[{i}]", f"needs name, strategy and share ({exc!r})") from exc
         return design(
-            name=str(raw["name"]),
+            name=str(raw.get("name", "")),
             arms=arms,
             task_types=raw.get("task_types"),
             capabilities=raw.get("capabilities"),
@@ -147,7 +157,27 @@ class ExperimentDesign:
             settle_probability=float(raw.get("settle_probability", DEFAULT_SETTLE_PROBABILITY)),
             min_share=float(raw.get("min_share", DEFAULT_MIN_SHARE)),
             apply_winner=bool(raw.get("apply_winner", False)),
+            strategies=strategies,
         )
+
+
+DESIGN_FIELDS = frozenset(
+    {
+        "name",
+        "arms",
+        "task_types",
+        "capabilities",
+        "max_tasks",
+        "max_duration_s",
+        "stop_when_decided",
+        "alpha",
+        "mixing_effect",
+        "allocation",
+        "settle_probability",
+        "min_share",
+        "apply_winner",
+    }
+)
 
 
 @dataclass(frozen=True)
