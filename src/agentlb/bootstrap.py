@@ -31,7 +31,7 @@ def bootstrap(
 ) -> BootstrapReport:
     """Migrate the database and register the demo fleet when the registry is empty.
 
-    The lead extends this with the first-model step; each step reports through `progress`.
+    The CLI's `bootstrap` adds the first-model step; each step reports through `progress`.
     """
     say = progress or (lambda _message: None)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
