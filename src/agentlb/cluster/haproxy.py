@@ -51,6 +51,6 @@ def render_haproxy_config(
             bind_host=bind_host, front_port=front_port, servers=servers, stats_socket=str(stats_socket)
         )
     except (KeyError, ValueError) as exc:
-        raise ClusterError(f"HAProxy template {template}: bad placeholder {exc}") from exc
+        raise ClusterError(f"HAProxy template {template}: unknown or malformed variable {exc}") from exc
     except OSError as exc:
         raise ClusterError(f"HAProxy template {template} is unreadable: {exc}") from exc
