@@ -171,7 +171,7 @@ class AgentLBService:
         service.replica = replica
         if settings.weight_bandit:
             service.experiments.ensure_weight_bandit(settings.weight_bandit_candidates)
-        service.experiments.upkeep()
+        service.experiments.resume()
         if service.shadow is not None:
             service.shadow.poll()
         log_event(

@@ -168,6 +168,16 @@ class AgentLoadTracker:
             return agent_id in self._agents
 
     # --- tasks ----------------------------------------------------------------------
+    def _record_for_new_task(self, agent_id: str, task_id: str) -> _AgentRecord:
+        """The live record of the agent a new task goes to; DuplicateTaskError for a task id in
+        flight, TaskAlreadyCompletedError for one finished. The caller holds the lock."""
+        record = self._require_live(agent_id)
+        if task_id in self._task_agent:
+            raise DuplicateTaskError(task_id)
+        if task_id in self._finished:
+            raise TaskAlreadyCompletedError(task_id)
+        return record
+
     def dispatch(
         self,
         agent_id: str,
@@ -178,11 +188,7 @@ class AgentLoadTracker:
     ) -> InFlightTask:
         """Count `task` in flight on the agent (`selection`: read only by a shared tracker)."""
         with self._lock:
-            record = self._require_live(agent_id)
-            if task.task_id in self._task_agent:
-                raise DuplicateTaskError(task.task_id)
-            if task.task_id in self._finished:
-                raise TaskAlreadyCompletedError(task.task_id)
+            record = self._record_for_new_task(agent_id, task.task_id)
             now = self.clock() if dispatched_at is None else dispatched_at
             entry = InFlightTask(task.task_id, task.task_type, now, predicted_service_s)
             record.in_flight[task.task_id] = entry

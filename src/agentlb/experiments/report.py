@@ -62,13 +62,13 @@ def arm_samples_from_rows(
         grouped.setdefault(arm, []).append((dispatched, finished, success, duration))
     samples = {}
     for arm, items in grouped.items():
-        done = [(d, f, s, r) for d, f, s, r in items if f is not None and d is not None]
+        done = [(d, f, bool(ok), r) for d, f, ok, r in items if f is not None and d is not None]
         samples[arm] = ArmSamples.of(
             len(items),
-            [f for _, f, _, _ in done],  # type: ignore[misc]
-            [max(0.0, f - d) for d, f, _, _ in done],  # type: ignore[operator]
+            [f for _, f, _, _ in done],
+            [max(0.0, f - d) for d, f, _, _ in done],
             [float("nan") if r is None else r for _, _, _, r in done],
-            [bool(s) for _, _, s, _ in done],
+            [ok for _, _, ok, _ in done],
         )
     return samples
 

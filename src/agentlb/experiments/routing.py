@@ -157,9 +157,6 @@ class ExperimentRouter:
             if allocator is not None:
                 allocator.observe(arm, max(0.0, finished_at - routed_at))
 
-    def allocator(self, experiment_id: str) -> ThompsonAllocator | None:
-        return self._allocators.get(experiment_id)
-
     def refresh_allocator(self, experiment_id: str, stats: Mapping[str, ArmStats]) -> None:
         """Replace an adaptive experiment's arm statistics with the store's (every replica's
         outcomes, the ones this process never saw included)."""

@@ -181,6 +181,14 @@ class ExperimentService:
         if result.experiment is not None:
             self.metrics.selections.labels(result.experiment.experiment_id, result.experiment.arm).inc()
 
+    def resume(self) -> None:
+        """At start: route to the running experiments in the store; their evidence and stop
+        conditions wait for the first upkeep (start-up reads no experiment's rows)."""
+        try:
+            self.load()
+        except StoreUnavailableError as exc:
+            log_event(log, "experiment_resume_failed", logging.WARNING, reason=str(exc))
+
     def upkeep(self) -> None:
         """Apply stop conditions (tasks, time, a decisive result) and follow the store."""
         try:

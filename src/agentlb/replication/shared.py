@@ -112,11 +112,7 @@ class SharedTracker(AgentLoadTracker):
         selection: SelectionTag | None = None,
     ) -> InFlightTask:
         with self._lock:
-            record = self._require_live(agent_id)
-            if task.task_id in self._task_agent:
-                raise DuplicateTaskError(task.task_id)
-            if task.task_id in self._finished:
-                raise TaskAlreadyCompletedError(task.task_id)
+            record = self._record_for_new_task(agent_id, task.task_id)
             limit = record.agent.max_concurrency
             # A balancer that chose a full agent on purpose (all full, or a queue-aware
             # strategy) takes a slot over the limit, as in one process.
