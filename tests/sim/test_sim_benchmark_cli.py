@@ -105,6 +105,17 @@ def test_results_do_not_depend_on_the_number_of_workers() -> None:
     assert strip(one) == strip(two)
 
 
+def test_first_seed_runs_other_seeds_the_same_way() -> None:
+    base = BenchmarkConfig(scenarios=("bursty",), strategies=("random",), seeds=2, tasks=200)
+    shifted = run_benchmark(BenchmarkConfig(**{**base.__dict__, "first_seed": 1, "seeds": 1}))
+    both = run_benchmark(base)
+    # seed 1 alone equals seed 1 of the 0..1 run; the 0..1 run's mean differs from it
+    assert shifted["runs"][0]["per_seed_mean_sojourn_s"] == both["runs"][0]["per_seed_mean_sojourn_s"][1:]
+    assert shifted["config"]["first_seed"] == 1
+    with pytest.raises(SimulationError, match="--first-seed"):
+        run_benchmark(BenchmarkConfig(**{**base.__dict__, "first_seed": -1}))
+
+
 def test_limits_and_bad_names_are_clear_errors() -> None:
     with pytest.raises(BenchmarkLimitError, match="tasks=300 exceeds the limit of 100"):
         SMALL.check_limits(max_tasks=100, max_seeds=5)

@@ -79,6 +79,8 @@ def _command(results: Mapping[str, Any]) -> str:
         f"--seeds {c['seeds']} --tasks {c['tasks']} --predictor {c['predictor']}",
         f"--warmup-tasks {c['warmup_tasks']}",
     ]
+    if c.get("first_seed"):
+        parts.append(f"--first-seed {c['first_seed']}")
     if c.get("trace_path"):
         parts.append(f"--trace {c['trace_path']} --time-scale {c['time_scale']:g}")
     return " ".join(parts)
