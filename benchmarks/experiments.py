@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 from agentlb.experiments.design import Arm, design
-from agentlb.experiments.docs import EXPERIMENTS_BEGIN, EXPERIMENTS_END, render_markdown, replace_section
+from agentlb.experiments.docs import render_markdown
+from agentlb.generated_docs import write_generated
 from agentlb.sim.experiment import simulate_experiments
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results" / "experiments.json"
-DOC = REPO / "docs" / "benchmarks.md"
 AA_SCENARIOS = ("homogeneous", "heterogeneous", "surveillance")
 AB_SCENARIOS = (
     "homogeneous",
@@ -66,8 +66,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     section = render_markdown(results)
-    if not args.no_doc:
-        DOC.write_text(replace_section(DOC.read_text(), section, EXPERIMENTS_BEGIN, EXPERIMENTS_END))
+    if not args.no_doc and args.out.resolve() == RESULTS.resolve():
+        write_generated(REPO, ["experiments"])
     print(section)
 
 

@@ -5,7 +5,6 @@ replicas on one emulated task stream.
     apt-get install -y wrk haproxy                                    # load generator and front
     nice -n 10 .venv/bin/python benchmarks/replicas.py                # both parts, ~10 minutes
     .venv/bin/python benchmarks/replicas.py --part throughput --rounds 3 --duration 10
-    .venv/bin/python benchmarks/replicas.py --render                  # the tables from the results file
 
 Every configuration starts from nothing: a PostgreSQL database and a Redis key prefix of its
 own (dropped and deleted afterwards), real `agentlb serve` processes (through `agentlb.cluster`,
@@ -28,7 +27,8 @@ replayed on the simulated clock (FIFO slots per agent, the simulator's service t
 decision quality alone, which the machine's load cannot blur (the wall-clock sojourn, recorded
 too, moves with it). 1 and 2 replicas alternate, same stream and seed.
 
-Writes `benchmarks/results/replicas.json`; docs/benchmarks.md shows `--render`'s output.
+Writes `benchmarks/results/replicas.json` and its section of docs/benchmarks.md (`agentlb
+render-tables` renders it again from the results file).
 """
 
 from __future__ import annotations
@@ -58,13 +58,15 @@ from load_test import raise_fd_limit, run_wrk, warm, wrk_script
 
 from agentlb.cluster import Cluster, ClusterSpec, default_template, find_haproxy
 from agentlb.cluster.supervisor import free_port
+from agentlb.generated_docs import write_generated
+from agentlb.replication.bench_docs import THROUGHPUT_CONFIGS, render_replicas
 
-RESULTS = Path(__file__).parent / "results" / "replicas.json"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "replicas.json"
 FLEET_FILE = Path(__file__).resolve().parents[1] / "examples" / "fleet.yaml"
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 IN_FLIGHT_EXPIRY_S = 2.0
-THROUGHPUT_CONFIGS = ("embedded", "redis x1 direct", "front x1", "front x2")
 
 
 # --- throw-away database, Redis prefix and processes -------------------------------------------
@@ -452,62 +454,6 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
-def provenance(part: dict[str, Any]) -> str:
-    return (
-        f"Command: `{part['command']}`, {part['date']}, {part['cpus']} CPUs shared with other work; "
-        f"`uptime` before: `{part['uptime_before']}`, after: `{part['uptime_after']}`."
-    )
-
-
-def render(document: dict[str, Any]) -> str:
-    lines: list[str] = []
-    t = document.get("throughput")
-    if t:
-        m = t["medians"]
-        lines += [
-            provenance(t),
-            "",
-            f"Select throughput (wrk, {t['connections']} connections, {t['duration_s']} s per run, "
-            f"{t['agents']} agents, hybrid, heuristic predictor; medians of {t['rounds']} rounds):",
-            "",
-            "| configuration | req/s | p50 ms | p99 ms | errors |",
-            "| --- | ---: | ---: | ---: | ---: |",
-        ]
-        for name in THROUGHPUT_CONFIGS:
-            lines.append(
-                f"| {name} | {m[name]['req_per_s']:.0f} | {m[name]['p50_ms']:.1f} | {m[name]['p99_ms']:.1f} "
-                f"| {t['errors'][name]} |"
-            )
-        lines += [
-            "",
-            f"2 replicas / 1 replica behind the front: **{t['two_over_one']:.2f}x** (per round: "
-            + ", ".join(f"{x:.2f}" for x in t["two_over_one_per_round"])
-            + f"). Redis-backed replica / embedded: **{t['redis_over_embedded']:.2f}x** (per round: "
-            + ", ".join(f"{x:.2f}" for x in t["redis_over_embedded_per_round"])
-            + ").",
-        ]
-    q = document.get("quality")
-    if q:
-        means = q["median_mean_sojourn_s"]
-        lines += [
-            "",
-            provenance(q),
-            "",
-            f"Decision quality ({q['scenario']} stream, {q['tasks']} tasks, seed {q['seed']}, time scale "
-            f"{q['time_scale']}, {q['rounds']} rounds alternating): mean sojourn in simulated seconds, "
-            "median over runs",
-            "",
-            "| replicas | mean sojourn s (replayed) | runs | wall-clock mean sojourn s, runs | errors |",
-            "| ---: | ---: | --- | --- | ---: |",
-        ]
-        for k in ("1", "2"):
-            runs = ", ".join(f"{run['mean_sojourn_s']:.3f}" for run in q["runs"][k])
-            wall = ", ".join(f"{run['wall_mean_sojourn_s']:.2f}" for run in q["runs"][k])
-            lines.append(f"| {k} | {means[k]:.3f} | {runs} | {wall} | {q['errors'][k]} |")
-        lines += ["", f"2 replicas / 1: **{q['two_over_one']:.3f}**."]
-    return "\n".join(lines).strip("\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -524,12 +470,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--time-scale", type=float, default=0.25, help="real seconds per simulated second")
     parser.add_argument("--quality-rounds", type=int, default=2)
-    parser.add_argument("--render", action="store_true", help="print the tables of the results file")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    if args.render:
-        print(render(json.loads(args.out.read_text())))
-        return
     if args.part != "quality" and shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     raise_fd_limit()
@@ -553,7 +495,9 @@ def main() -> None:
             document[name] = {**started, **run(args), "uptime_after": uptime()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2) + "\n")
-    print(render(document))
+    print(render_replicas(document))
+    if args.out.resolve() == RESULTS.resolve():
+        write_generated(ROOT, ["replicas"])
 
 
 if __name__ == "__main__":

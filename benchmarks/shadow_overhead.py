@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from agentlb.domain import Agent, TaskOutcome, TaskRequest
-from agentlb.experiments.docs import SHADOW_BEGIN, SHADOW_END, render_shadow_overhead, replace_section
+from agentlb.experiments.docs import render_shadow_overhead
+from agentlb.generated_docs import write_generated
 from agentlb.service import AgentLBService
 from agentlb.settings import MODEL_NAME, Settings, load_settings
 from agentlb.training.config import HGBConfig, LightGBMConfig, TrainingConfig
@@ -32,7 +33,6 @@ from agentlb.training.synthetic import synthetic_history
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results" / "shadow_overhead.json"
-DOC = REPO / "docs" / "benchmarks.md"
 
 
 def run_blocks(settings: Settings, blocks: int, block_size: int) -> dict[str, list[float]]:
@@ -122,8 +122,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=1) + "\n")
     section = render_shadow_overhead(summary)
-    if not args.no_doc:
-        DOC.write_text(replace_section(DOC.read_text(), section, SHADOW_BEGIN, SHADOW_END))
+    if not args.no_doc and args.out.resolve() == RESULTS.resolve():
+        write_generated(REPO, ["shadow-overhead"])
     print(section)
 
 

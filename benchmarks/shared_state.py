@@ -8,9 +8,9 @@ both; the figures are medians over rounds of each round's p50 (and p99).
 
     .venv/bin/python benchmarks/shared_state.py                       # Redis at 127.0.0.1:6379
     .venv/bin/python benchmarks/shared_state.py --redis-url redis://host:6379/0 --rounds 7
-    .venv/bin/python benchmarks/shared_state.py --render              # the table from the results file
 
-Writes `benchmarks/results/shared_state.json` and prints a Markdown table (docs/benchmarks.md).
+Writes `benchmarks/results/shared_state.json` and its section of docs/benchmarks.md (`agentlb
+render-tables` renders it again from the results file).
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ from typing import Any
 from agentlb.balancer import Balancer, BalancerConfig
 from agentlb.cli.core_cmds import TASK_TYPES, load_predictor, warmed_balancer
 from agentlb.domain import TaskOutcome, TaskRequest
+from agentlb.generated_docs import write_generated
 from agentlb.replication import SharedCounters, SharedTracker, export_state, import_state
+from agentlb.replication.bench_docs import render_shared_state
 from agentlb.replication.redis_log import Extras, RedisFleetLog
 from agentlb.tracker import AgentLoadTracker
 
-RESULTS = Path(__file__).parent / "results" / "shared_state.json"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "shared_state.json"
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
@@ -143,25 +146,6 @@ def redis_round_trip_us(url: str, n: int = 2000) -> dict[str, float]:
     return {name: round(statistics.median(values), 1) for name, values in samples.items()}
 
 
-def render(document: dict[str, Any]) -> str:
-    floor = document["redis_round_trip_p50_us"]
-    lines = [
-        f"Command: `.venv/bin/python {document['command']}` (Redis at {document['redis_url']}; "
-        f"round trip in the same run, p50: PING {floor['ping']} µs, a trivial script {floor['evalsha']} µs).",
-        "",
-        "| agents | strategy | select p50 embedded (µs) | select p50 Redis (µs) | added (µs) "
-        "| outcome p50 embedded (µs) | outcome p50 Redis (µs) | added (µs) |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in document["records"]:
-        lines.append(
-            f"| {r['agents']} | {r['strategy']} | {r['embedded_select_p50_us']} | {r['redis_select_p50_us']} "
-            f"| {r['select_p50_added_us']} | {r['embedded_outcome_p50_us']} | {r['redis_outcome_p50_us']} "
-            f"| {r['outcome_p50_added_us']} |"
-        )
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
@@ -169,15 +153,12 @@ def main() -> None:
     parser.add_argument("--strategy", default="hybrid")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=1000)
-    parser.add_argument("--render", action="store_true", help="print the table of the results file")
     args = parser.parse_args()
-    if args.render:
-        print(render(json.loads(RESULTS.read_text())))
-        return
     document = run(args)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(document, indent=2) + "\n")
-    print(render(document))
+    print(render_shared_state(document))
+    write_generated(ROOT, ["shared-state"])
 
 
 if __name__ == "__main__":

@@ -4,16 +4,15 @@ of `--tune` against no tuning, on history files, simulated histories and the Azu
     nice -n 10 .venv/bin/python training/bench_accuracy.py --simulated 20000 \\
         --azure ../shared/data/azure_llm_2023 var/bench/specialists.parquet \\
         --tune 20 --out training/results/accuracy.json
-    .venv/bin/python training/bench_accuracy.py --render training/results/accuracy.json --write-doc
 
 Each history runs through the full pipeline (`run_training`, default config unless --config)
 in a fresh temporary AGENTLB_HOME, so nothing touches the real tracking store or models/; with
 `--tune N` it runs a second time with an N-trial search. The library-defaults comparison uses
 the same features (`select_features`), the same time split and the same log target; only the
 p50 booster's parameters differ (LightGBM 4's defaults: 100 rounds, learning rate 0.1, 31
-leaves, 20 rows per leaf, no feature sampling, no L2, 255 bins). `--render` prints (and with
-`--write-doc` writes into docs/benchmarks.md) the tables made from a results file; a test keeps
-the committed doc equal to the render of the committed results.
+leaves, 20 rows per leaf, no feature sampling, no L2, 255 bins). Written to
+training/results/accuracy.json, the results also rewrite their section of docs/benchmarks.md
+(`agentlb render-tables` renders it again; a test keeps the committed doc equal to it).
 """
 
 from __future__ import annotations
@@ -28,9 +27,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN = "<!-- generated: training-accuracy (training/bench_accuracy.py --render --write-doc) -->"
-END = "<!-- end generated: training-accuracy -->"
+RESULTS = ROOT / "training" / "results" / "accuracy.json"
 LIBRARY_DEFAULTS: dict[str, Any] = {"objective": "regression", "verbosity": -1}
 LIBRARY_DEFAULT_ROUNDS = 100
 
@@ -146,76 +143,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def render(document: dict[str, Any]) -> str:
-    """The markdown tables of a results file."""
-    lines = [
-        f"Measured {document['measured_at']} ({document['machine']}, config {document['config']}).",
-        "",
-        "| history | candidate | MAE (s) | RMSE (s) | MAPE | p90 coverage | train s | predict µs/row |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in document["results"]:
-        for c in r["candidates"]:
-            lines.append(
-                f"| {r['history']} | {c['name']} | {c['mae']:.3f} | {c['rmse']:.3f} | {c['mape']:.3f} | "
-                f"{c['p90_coverage']:.3f} | {c['train_s']:.2f} | {c['predict_us_per_row']:.2f} |"
-            )
-        for f in r["failed_candidates"]:
-            lines.append(f"| {r['history']} | {f['name']} | failed: {f['error']} | | | | | |")
-    lines += [
-        "",
-        "**Our LightGBM parameters against LightGBM's library defaults** (p50, same features, split and",
-        "log target):",
-        "",
-        "| history | train / holdout rows | MAE ours (s) | MAE library defaults (s) | ours / defaults |",
-        "| --- | --- | ---: | ---: | ---: |",
-    ]
-    for r in document["results"]:
-        d = r["library_defaults"]
-        lines.append(
-            f"| {r['history']} | {r['rows']['train']:,} / {r['rows']['holdout']:,} | {d['ours_mae']:.4f} | "
-            f"{d['library_defaults_mae']:.4f} | {d['ours_mae'] / d['library_defaults_mae']:.3f} |"
-        )
-    tuned = [r for r in document["results"] if "tune" in r]
-    if tuned:
-        lines += [
-            "",
-            f"**`--tune {tuned[0]['tune']['trials']}`** (Optuna TPE, 3 time-ordered folds inside the"
-            " training part; holdout untouched):",
-            "",
-            "| history | MAE default (s) | MAE tuned (s) | p90 coverage default | p90 coverage tuned | "
-            "inner-CV MAE default / tuned (s) | search s | best parameters |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-        ]
-        for r in tuned:
-            t = r["tune"]
-            params = ", ".join(
-                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in sorted(t["best_params"].items())
-            )
-            lines.append(
-                f"| {r['history']} | {t['default']['mae']:.4f} | {t['tuned']['mae']:.4f} | "
-                f"{t['default']['p90_coverage']:.3f} | {t['tuned']['p90_coverage']:.3f} | "
-                f"{t['default_cv_mae']:.4f} / {t['best_cv_mae']:.4f} | {t['tune_s']:.1f} | {params} |"
-            )
-    notices = [f"- {r['history']}: {r['notice']}" for r in document["results"] if r.get("notice")]
-    if notices:
-        lines += ["", *notices]
-    return "\n".join(lines) + "\n"
-
-
-def write_doc(block: str, doc: Path = DOC) -> None:
-    """Replace the generated block of docs/benchmarks.md."""
-    text = doc.read_text()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    doc.write_text(text[:start] + "\n" + block + text[end:])
-
-
-def doc_block(doc: Path = DOC) -> str:
-    text = doc.read_text()
-    return text[text.index(BEGIN) + len(BEGIN) : text.index(END)].removeprefix("\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("histories", nargs="*", type=Path)
@@ -226,22 +153,17 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--tune", type=int, default=0, help="also train with --tune N and compare")
     parser.add_argument("--out", type=Path, default=None, help="write the results JSON here")
-    parser.add_argument(
-        "--render", type=Path, default=None, help="render a results file instead of measuring"
-    )
-    parser.add_argument("--write-doc", action="store_true", help="with --render: update docs/benchmarks.md")
     args = parser.parse_args()
-    if args.render:
-        block = render(json.loads(args.render.read_text()))
-        if args.write_doc:
-            write_doc(block)
-        print(block, end="")
-        return
+    from agentlb.generated_docs import write_generated
+    from agentlb.training.bench_docs import render_accuracy
+
     document = measure(args)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    print(render(document), end="")
+    print(render_accuracy(document), end="")
+    if args.out and args.out.resolve() == RESULTS.resolve():
+        write_generated(ROOT, ["training-accuracy"])
 
 
 if __name__ == "__main__":

@@ -222,30 +222,29 @@ def register(app: typer.Typer) -> None:
 
     @app.command("render-tables")
     def render_tables_cmd(
-        results: Annotated[Path, typer.Option(help="the model benchmark's results.json")] = Path(
-            "benchmarks/results/benchmark-model.json"
-        ),
-        trace_results: Annotated[
-            str, typer.Option(help="the Azure replay's results.json (a last table row); '' for none")
-        ] = "benchmarks/results/benchmark-model-azure.json",
         root: Annotated[Path, typer.Option(help="the checkout holding README.md and docs/")] = Path("."),
-        check: Annotated[bool, typer.Option("--check", help="fail if a committed table is stale")] = False,
+        only: Annotated[
+            str | None, typer.Option(help="comma-separated section names (default: every generated section)")
+        ] = None,
+        check: Annotated[bool, typer.Option("--check", help="fail if a committed section is stale")] = False,
     ) -> None:
-        """Render the decision-quality tables of README.md and docs/benchmarks.md from results files."""
-        from agentlb.sim.tables import load_results, sections, stale_sections, write_section
+        """Render every generated section of README.md and docs/benchmarks.md (decision quality,
+        training accuracy, shared state, replicas, experiments, shadow overhead) from the
+        committed results files."""
+        from agentlb.doc_sections import write_section
+        from agentlb.generated_docs import stale
 
+        names = [n.strip() for n in only.split(",") if n.strip()] if only is not None else None
         try:
-            trace = load_results(trace_results) if trace_results else None
-            found = sections(root, load_results(results), trace)
-            stale = stale_sections(found)
+            found = stale(root, names)
         except AgentLBError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
         if check:
-            for section in stale:
+            for section in found:
                 typer.echo(f"stale: {section.path} section {section.name}", err=True)
-            raise typer.Exit(1 if stale else 0)
-        for section in stale:
+            raise typer.Exit(1 if found else 0)
+        for section in found:
             write_section(section)
             typer.echo(f"wrote {section.path} section {section.name}")
 

@@ -1,26 +1,15 @@
-"""The decision-quality tables of README.md and docs/benchmarks.md, rendered from results files.
-
-One generator for each table: `agentlb render-tables` reads the committed results files
-(`benchmarks/results/*.json`, written by `agentlb benchmark`) and rewrites the sections between
-`<!-- generated:NAME:begin -->` and `<!-- generated:NAME:end -->`; `--check` fails when a
-committed section differs from what the results render, so no figure is typed by hand.
-"""
+"""The decision-quality tables of README.md and docs/benchmarks.md, rendered from the results
+files `agentlb benchmark --predictor model` writes (`benchmarks/results/benchmark-model*.json`);
+`agentlb.generated_docs` lists them with the other generated sections."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-from agentlb.errors import SimulationError
+from agentlb.doc_sections import DocSectionError
 from agentlb.sim.report import ratio_ci_text
 
-SCENARIO_RESULTS = "benchmarks/results/benchmark-model.json"
-TRACE_RESULTS = "benchmarks/results/benchmark-model-azure.json"
-README_SECTION = "readme-model"
-DOCS_SECTION = "docs-model"
 LEARNED = ("hybrid", "predictive")
 
 _LABELS = {
@@ -33,27 +22,6 @@ _LABELS = {
 TRACE_LABEL = "Azure LLM trace replay"
 
 
-class TableError(SimulationError):
-    """A results file or a generated section is missing or malformed."""
-
-
-@dataclass(frozen=True)
-class Section:
-    path: Path
-    name: str
-    body: str
-
-
-def load_results(path: str | Path) -> dict[str, Any]:
-    file = Path(path)
-    if not file.is_file():
-        raise TableError(f"results file {file} does not exist; run `agentlb benchmark --out ...` first")
-    data: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
-    if "runs" not in data or "config" not in data:
-        raise TableError(f"{file} is not an `agentlb benchmark` results.json (no runs/config)")
-    return data
-
-
 def _rows(results: Mapping[str, Any]) -> dict[str, dict[str, Mapping[str, Any]]]:
     out: dict[str, dict[str, Mapping[str, Any]]] = {}
     for run in results["runs"]:
@@ -63,14 +31,16 @@ def _rows(results: Mapping[str, Any]) -> dict[str, dict[str, Mapping[str, Any]]]
 
 def _need(runs: Mapping[str, Mapping[str, Any]], strategy: str, where: str) -> Mapping[str, Any]:
     if strategy not in runs:
-        raise TableError(f"{where} has no {strategy!r} run")
+        raise DocSectionError(f"{where} has no {strategy!r} run")
     run = runs[strategy]
     if "ratio_mean_to_best_classical" not in run:
-        raise TableError(f"{where} has no best-classical ratios; re-run `agentlb benchmark`")
+        raise DocSectionError(f"{where} has no best-classical ratios; re-run `agentlb benchmark`")
     return run
 
 
 def _command(results: Mapping[str, Any]) -> str:
+    if "runs" not in results or "config" not in results:
+        raise DocSectionError("not an `agentlb benchmark` results.json (no runs/config)")
     c = results["config"]
     parts = [
         "agentlb benchmark",
@@ -156,37 +126,3 @@ def render_docs_table(results: Mapping[str, Any], trace: Mapping[str, Any] | Non
                 f"| {ratio_ci_text(run, 'ratio_p99_to_oracle')} |"
             )
     return "\n".join(out)
-
-
-def _markers(name: str) -> tuple[str, str]:
-    return f"<!-- generated:{name}:begin -->", f"<!-- generated:{name}:end -->"
-
-
-def read_section(path: Path, name: str) -> str:
-    """The text between the section's markers (without them)."""
-    text = path.read_text(encoding="utf-8")
-    begin, end = _markers(name)
-    if text.count(begin) != 1 or text.count(end) != 1:
-        raise TableError(f"{path} must hold exactly one {begin} and one {end}")
-    return text.split(begin, 1)[1].split(end, 1)[0].strip("\n")
-
-
-def write_section(section: Section) -> None:
-    text = section.path.read_text(encoding="utf-8")
-    read_section(section.path, section.name)  # validates the markers
-    begin, end = _markers(section.name)
-    head, rest = text.split(begin, 1)
-    tail = rest.split(end, 1)[1]
-    section.path.write_text(f"{head}{begin}\n{section.body}\n{end}{tail}", encoding="utf-8")
-
-
-def sections(root: Path, results: Mapping[str, Any], trace: Mapping[str, Any] | None) -> list[Section]:
-    return [
-        Section(root / "README.md", README_SECTION, render_readme_table(results, trace)),
-        Section(root / "docs" / "benchmarks.md", DOCS_SECTION, render_docs_table(results, trace)),
-    ]
-
-
-def stale_sections(found: Sequence[Section]) -> list[Section]:
-    """The sections whose committed text differs from what the results render."""
-    return [s for s in found if read_section(s.path, s.name) != s.body]
