@@ -193,3 +193,28 @@ def test_a_replica_that_joins_later_loads_the_same_state(prefix: str) -> None:
             late_log.close()  # type: ignore[attr-defined]
     finally:
         first_log.close()  # type: ignore[attr-defined]
+
+
+def test_the_publish_connection_survives_a_script_flush_and_a_killed_idle_connection(prefix: str) -> None:
+    import redis
+
+    clock = Clock()
+    agents = [Agent(id="a", name="a", max_concurrency=8)]
+    tracker, log = _replica(prefix, clock, agents)
+    admin = redis.Redis.from_url(redis_url())
+    try:
+        tracker.dispatch("a", TaskRequest(task_type="t", task_id="t1"))
+        admin.script_flush()  # a restarted Redis forgets its scripts: NOSCRIPT, loaded again
+        tracker.dispatch("a", TaskRequest(task_type="t", task_id="t2"))
+        # the server closes the idle publish connection: opened again before sending
+        host, port = log._publish_lua._connection._sock.getsockname()[:2]  # type: ignore[attr-defined]
+        resyncs = log.status().resyncs  # type: ignore[attr-defined]
+        assert admin.client_kill_filter(addr=f"{host}:{port}") == 1
+        tracker.dispatch("a", TaskRequest(task_type="t", task_id="t3"))
+        status = log.status()  # type: ignore[attr-defined]
+        assert status.live and not status.diverged and status.resyncs == resyncs
+        assert tracker.state("a").active_tasks == 3
+        assert admin.scard("{" + prefix + "}:slots:a") == 3
+    finally:
+        log.close()  # type: ignore[attr-defined]
+        admin.close()

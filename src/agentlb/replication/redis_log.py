@@ -39,6 +39,7 @@ import redis
 from agentlb.errors import AgentLBError, ReservationLostError
 from agentlb.observability import log_event
 from agentlb.replication.events import EPOCH, FleetEvent, SharedCounters, apply_event
+from agentlb.replication.hot_script import HotScript
 from agentlb.replication.shared import SlotChange
 from agentlb.replication.state import export_state, import_state, state_digest
 from agentlb.tracker import AgentLoadTracker
@@ -203,7 +204,7 @@ class RedisFleetLog:
             socket_timeout=SOCKET_TIMEOUT_S + READ_BLOCK_MS / 1000.0,
             socket_connect_timeout=SOCKET_TIMEOUT_S,
         )
-        self._publish_lua = self.redis.register_script(_PUBLISH)
+        self._publish_lua = HotScript(self.redis, _PUBLISH)
         self._freeze_lua = self.redis.register_script(_FREEZE)
         self._found_lua = self.redis.register_script(_FOUND)
         self._checkpoint_lua = self.redis.register_script(_CHECKPOINT)
@@ -244,6 +245,8 @@ class RedisFleetLog:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=READ_BLOCK_MS / 1000.0 + SOCKET_TIMEOUT_S + 1.0)
+        with self._lock:
+            self._publish_lua.close()
         self.redis.close()
         self.reader.close()
 
