@@ -46,8 +46,9 @@ _FLOAT_COLUMNS = frozenset({*TIME_COLUMNS, "duration_s", *NUMERIC_RESERVED, *AGE
 @dataclass(frozen=True)
 class HistoryPartition:
     """One partition of a partitioned history: a file, or the store's tasks arriving in
-    [arrival_from, arrival_to) (None = unbounded). `rows` is how many rows it holds before
-    validation (from Parquet metadata or a database count; None for a CSV file)."""
+    [arrival_from, arrival_to) (None = unbounded), the range that holds every task of the
+    bucket starting at `bucket_start`. `rows` is how many rows it holds before validation
+    (from Parquet metadata or a database count; None for a CSV file)."""
 
     label: str
     rows: int | None
@@ -55,6 +56,7 @@ class HistoryPartition:
     db_url: str | None = None
     arrival_from: float | None = None
     arrival_to: float | None = None
+    bucket_start: float | None = None
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,8 @@ def read_partition(
 ) -> pd.DataFrame:
     """One partition, read, validated and conformed to `meta_frame` (runs on a Dask worker)."""
     if partition.db_url is not None:
-        attributes = [str(c) for c in meta_frame.columns if _is_attribute(str(c))]
-        raw = _read_store_range(partition, since, until, attributes)
+        attributes = [str(c) for c in meta_frame.columns if is_attribute(str(c))]
+        raw = read_store_range(partition, since, until, attributes)
     else:
         assert partition.path is not None
         raw = read_history(partition.path)
@@ -231,7 +233,7 @@ def conform(frame: pd.DataFrame, meta: pd.DataFrame, label: str) -> pd.DataFrame
 
 
 # --- dtypes ------------------------------------------------------------------------------------
-def _is_attribute(column: str) -> bool:
+def is_attribute(column: str) -> bool:
     return bool(attribute_columns([column]))
 
 
@@ -449,10 +451,14 @@ def _store_layout(db_url: str, since: float | None, until: float | None, partiti
         low = starts[i] if i > 0 else None
         high = starts[i + 1] if i + 1 < len(starts) else None
         label = f"store tasks arriving in [{_iso(starts[i])}, {_iso(starts[i] + partition_s)})"
-        partitions.append(HistoryPartition(label, rows, db_url=db_url, arrival_from=low, arrival_to=high))
+        partitions.append(
+            HistoryPartition(
+                label, rows, db_url=db_url, arrival_from=low, arrival_to=high, bucket_start=starts[i]
+            )
+        )
     for always_there in ("task_id", "agent_id", "task_type"):
         profiles[always_there] = ColumnProfile("text", False)
-    attributes = sorted(c for c in profiles if _is_attribute(c))
+    attributes = sorted(c for c in profiles if is_attribute(c))
     columns = [*RESERVED_COLUMN_ORDER, *AGENT_STATE_FEATURES, *attributes]
     return HistoryLayout(partitions, meta_frame(columns, profiles))
 
@@ -466,7 +472,7 @@ def _window(since: float | None, until: float | None) -> str:
     return f" ({' and '.join(parts)})" if parts else ""
 
 
-def _read_store_range(
+def read_store_range(
     partition: HistoryPartition, since: float | None, until: float | None, attributes: list[str]
 ) -> pd.DataFrame:
     """One arrival-time range of the store, on a connection of its own."""
@@ -494,5 +500,8 @@ __all__ = [
     "HistoryPartition",
     "conform",
     "history_partitions",
+    "is_attribute",
+    "read_partition",
     "read_partitioned_history",
+    "read_store_range",
 ]
