@@ -3,6 +3,8 @@ whole read gives: the same rows, columns, dtypes and order, on SQLite and Postgr
 
 from __future__ import annotations
 
+import itertools
+
 import pandas as pd
 import pytest
 from store_helpers import LiveFleet, StoreClock
@@ -114,7 +116,7 @@ def test_partitions_are_in_arrival_order_with_counts_known_up_front(
     assert sum(r or 0 for r in layout.rows) == store.count_outcomes()
     parts = [frame.get_partition(i).compute(scheduler="sync") for i in range(frame.npartitions)]
     assert [len(p) for p in parts] == layout.rows
-    for earlier, later in zip(parts, parts[1:], strict=False):
+    for earlier, later in itertools.pairwise(parts):
         assert earlier["arrival_time"].max() <= later["arrival_time"].min()
 
 
