@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pandas as pd
+
 from agentlb.balancer import Balancer, BalancerConfig
 from agentlb.domain import Agent, SelectionResult, TaskOutcome, TaskRequest
 from agentlb.store import Store
@@ -81,3 +83,45 @@ class LiveFleet:
             if i % finish_every == 0 and self.open:
                 self.clock.advance(self.rng.uniform(0.1, 1.0))
                 self.finish(self.open[0], success=(i % fail_every != 3))
+
+
+DAY_S = 86400.0
+
+
+def imported_rows(start: float, n: int) -> pd.DataFrame:
+    """History from another system: attributes of every kind, some missing, some tasks with an
+    unknown fallback flag, spread over two days."""
+    rows = []
+    for i in range(n):
+        row: dict[str, object] = {
+            "task_id": f"imp-{i:03d}",
+            "agent_id": ("fast", "slow", "mid")[i % 3],
+            "task_type": ("text", "video")[i % 2],
+            "arrival_time": start + i * (2 * DAY_S / n),
+            "duration_s": 1.0 + (i % 7),
+            "success": i % 9 != 4,
+            "region": ("eu", "us")[i % 2],
+            "budget": 0.5 * i,
+            "retries": i % 4,  # an integer in every row
+            "fallback_used": None if i % 5 == 0 else bool(i % 2),
+        }
+        if i % 4:
+            row["pages"] = i  # an integer some rows lack: float with NaN in a whole read
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def mixed_history(store: Store, clock: StoreClock) -> None:
+    """Live dispatches over three days, imported rows, and outcomes reported without a dispatch."""
+    live = LiveFleet(store, clock)
+    for i in range(120):
+        clock.advance(0.8 * DAY_S if i % 40 == 39 else 30.0)
+        live.finish(live.dispatch(i), success=i % 7 != 3)
+    store.import_history(imported_rows(clock() - 5 * DAY_S, 60))
+    for i in range(10):
+        clock.advance(3000.0)
+        store.record_outcome(
+            TaskOutcome(agent_id="fast", duration_s=2.0 + i, success=True, task_id=f"orphan-{i}",
+                        task_type="text"),
+            clock(),
+        )

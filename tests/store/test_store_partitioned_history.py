@@ -7,7 +7,7 @@ import itertools
 
 import pandas as pd
 import pytest
-from store_helpers import LiveFleet, StoreClock
+from store_helpers import LiveFleet, StoreClock, mixed_history
 
 from agentlb.domain import TaskOutcome
 from agentlb.errors import HistoryValidationError
@@ -16,45 +16,6 @@ from agentlb.store import Store
 from agentlb.training.distributed.source import history_partitions, read_partitioned_history
 
 DAY_S = 86400.0
-
-
-def _imported_rows(start: float, n: int) -> pd.DataFrame:
-    """History from another system: attributes of every kind, some missing, some tasks with an
-    unknown fallback flag, spread over two days."""
-    rows = []
-    for i in range(n):
-        row: dict[str, object] = {
-            "task_id": f"imp-{i:03d}",
-            "agent_id": ("fast", "slow", "mid")[i % 3],
-            "task_type": ("text", "video")[i % 2],
-            "arrival_time": start + i * (2 * DAY_S / n),
-            "duration_s": 1.0 + (i % 7),
-            "success": i % 9 != 4,
-            "region": ("eu", "us")[i % 2],
-            "budget": 0.5 * i,
-            "retries": i % 4,  # an integer in every row
-            "fallback_used": None if i % 5 == 0 else bool(i % 2),
-        }
-        if i % 4:
-            row["pages"] = i  # an integer some rows lack: float with NaN in a whole read
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _mixed_history(store: Store, clock: StoreClock) -> None:
-    """Live dispatches over three days, imported rows, and outcomes reported without a dispatch."""
-    live = LiveFleet(store, clock)
-    for i in range(120):
-        clock.advance(0.8 * DAY_S if i % 40 == 39 else 30.0)
-        live.finish(live.dispatch(i), success=i % 7 != 3)
-    store.import_history(_imported_rows(clock() - 5 * DAY_S, 60))
-    for i in range(10):
-        clock.advance(3000.0)
-        store.record_outcome(
-            TaskOutcome(agent_id="fast", duration_s=2.0 + i, success=True, task_id=f"orphan-{i}",
-                        task_type="text"),
-            clock(),
-        )
 
 
 def _whole(store: Store, since: float | None = None, until: float | None = None) -> pd.DataFrame:
@@ -70,7 +31,7 @@ def _partitioned(url: str, **kwargs: object) -> pd.DataFrame:
 def test_partitions_give_the_rows_of_a_whole_read(
     store: Store, clock: StoreClock, db_url: str, partition_s: float
 ) -> None:
-    _mixed_history(store, clock)
+    mixed_history(store, clock)
     expected = _whole(store)
     assert expected["pages"].dtype == "float64" and expected["region"].dtype == "str"
 
@@ -95,7 +56,7 @@ def test_integer_attributes_in_every_row_stay_integers(
 def test_since_until_select_by_finish_time_as_a_whole_read(
     store: Store, clock: StoreClock, db_url: str
 ) -> None:
-    _mixed_history(store, clock)
+    mixed_history(store, clock)
     finished = store.history_frame()["finished_at"]
     since, until = float(finished.quantile(0.2)), float(finished.quantile(0.7))
 
@@ -108,7 +69,7 @@ def test_since_until_select_by_finish_time_as_a_whole_read(
 def test_partitions_are_in_arrival_order_with_counts_known_up_front(
     store: Store, clock: StoreClock, db_url: str
 ) -> None:
-    _mixed_history(store, clock)
+    mixed_history(store, clock)
     layout = history_partitions(db_url=db_url)
     frame = read_partitioned_history(db_url=db_url)
 
@@ -121,7 +82,7 @@ def test_partitions_are_in_arrival_order_with_counts_known_up_front(
 
 
 def test_a_bad_row_names_its_partition_and_task(store: Store, clock: StoreClock, db_url: str) -> None:
-    _mixed_history(store, clock)
+    mixed_history(store, clock)
     clock.advance(DAY_S)
     store.record_outcome(
         TaskOutcome(agent_id="fast", duration_s=3.0, success=True, task_id="no-type", task_type=None), clock()
@@ -140,7 +101,7 @@ def test_a_bad_row_names_its_partition_and_task(store: Store, clock: StoreClock,
 
 
 def test_an_empty_window_is_a_clear_error(store: Store, clock: StoreClock, db_url: str) -> None:
-    _mixed_history(store, clock)
+    mixed_history(store, clock)
     with pytest.raises(HistoryValidationError, match="no finished tasks"):
         history_partitions(db_url=db_url, since=clock() + DAY_S)
     with pytest.raises(ValueError, match="partition_s"):
