@@ -106,3 +106,5 @@ def test_an_empty_window_is_a_clear_error(store: Store, clock: StoreClock, db_ur
         history_partitions(db_url=db_url, since=clock() + DAY_S)
     with pytest.raises(ValueError, match="partition_s"):
         history_partitions(db_url=db_url, partition_s=0)
+    with pytest.raises(ValueError, match="in-memory SQLite"):
+        history_partitions(db_url="sqlite://")

@@ -435,6 +435,13 @@ def _store_layout(db_url: str, since: float | None, until: float | None, partiti
     from agentlb.store.history_reader import arrival_bucket_counts, history_profile
 
     store = Store(db_url)
+    database = store.url.database or ""
+    if store.is_sqlite and (database in ("", ":memory:") or "mode=memory" in database):
+        store.close()
+        raise ValueError(
+            "an in-memory SQLite database cannot be read in partitions: each partition opens a "
+            "connection of its own; use a database file or PostgreSQL"
+        )
     try:
         with store.reading("history_partitions") as conn:
             buckets = arrival_bucket_counts(conn, partition_s, since, until)
