@@ -103,7 +103,8 @@ def test_a_bad_row_names_its_file_and_row(tmp_path: Path) -> None:
 
     with pytest.raises(HistoryValidationError) as raised:
         _computed(root)
-    assert str(middle) in str(raised.value) and "row 5: duration_s" in str(raised.value)
+    message = str(raised.value)
+    assert str(middle) in message and f"row 5 (task_id {bad_task!r}): duration_s" in message
 
     got = _computed(root, skip_bad_rows=True)
     assert len(got) == len(frame) - 1 and bad_task not in set(got["task_id"])

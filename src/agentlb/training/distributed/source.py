@@ -173,26 +173,25 @@ def read_partition(
 
 
 def _validated(raw: pd.DataFrame, partition: HistoryPartition, skip_bad_rows: bool) -> pd.DataFrame:
+    """`validate_history` on one partition; a bad row is named by partition, row and task id
+    (a store range's row number alone means nothing to a user, its task id does)."""
     try:
-        return validate_history(raw, skip_bad_rows=skip_bad_rows).frame
-    except NoValidRowsError:
+        validated = validate_history(raw, skip_bad_rows=True)
+    except NoValidRowsError as exc:
         if skip_bad_rows:
             return raw.iloc[:0]
-        raise
-    except HistoryValidationError as exc:
-        raise HistoryValidationError(f"{partition.label}: {exc}{_task_of(raw, str(exc))}") from None
-
-
-def _task_of(raw: pd.DataFrame, message: str) -> str:
-    """` (task_id ...)` for a row error of a frame with task ids: store ranges have no row
-    numbers a user could look up, but every task has an id."""
-    match = re.match(r"row (\d+):", message)
-    if match is None or "task_id" not in raw.columns:
-        return ""
-    index = int(match.group(1)) - 1
-    if not 0 <= index < len(raw):
-        return ""
-    return f" (task_id {raw['task_id'].iloc[index]!r})"
+        rejected = exc.rejected
+    except HistoryValidationError as exc:  # the frame itself breaks the contract (its columns)
+        raise HistoryValidationError(f"{partition.label}: {exc}") from None
+    else:
+        if skip_bad_rows or not validated.rejected:
+            return validated.frame
+        rejected = validated.rejected
+    first = rejected[0]
+    task = ""
+    if "task_id" in raw.columns and 0 < first.row <= len(raw):
+        task = f" (task_id {raw['task_id'].iloc[first.row - 1]!r})"
+    raise HistoryValidationError(f"{partition.label}: row {first.row}{task}: {first.reason}")
 
 
 def _finished_between(
