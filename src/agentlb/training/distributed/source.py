@@ -93,8 +93,8 @@ def read_partitioned_history(
     Columns and dtypes are those of `read_history` + `validate_history` (or
     `Store.history_frame`) on the same data. A bad row raises HistoryValidationError naming
     the partition and the row, or is dropped with `skip_bad_rows`. Task ids are checked for
-    repeats within a partition only. `history_partitions` gives the partitions and their row
-    counts without reading any row.
+    repeats within a partition only. Each partition's index starts at 0.
+    `history_partitions` gives the partitions and their row counts without reading any row.
     """
     import dask
     import dask.dataframe as dd
@@ -129,7 +129,8 @@ def history_partitions(
     partition_s: float = DAY_S,
 ) -> HistoryLayout:
     """The partitions `read_partitioned_history` reads and the frame they conform to, from
-    file metadata or database aggregates only (no row is read)."""
+    Parquet footers or database aggregates only (no row is read, except that a CSV file, one
+    partition, is read once for its dtypes)."""
     if not (isinstance(partition_s, (int, float)) and math.isfinite(partition_s) and partition_s > 0):
         raise ValueError(f"partition_s must be a finite number of seconds > 0, got {partition_s!r}")
     if since is not None and until is not None and not since < until:
