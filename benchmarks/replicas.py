@@ -2,7 +2,7 @@
 front, a Redis-backed replica against the embedded mode, and decision quality through 1 and 2
 replicas on one emulated task stream.
 
-    make bench-replicas                                               # installs wrk and HAProxy, runs both parts
+    make bench-replicas                           # installs wrk and HAProxy, runs both parts
     nice -n 10 .venv/bin/python benchmarks/replicas.py                # both parts, ~10 minutes
     .venv/bin/python benchmarks/replicas.py --part throughput --rounds 3 --duration 10
 
