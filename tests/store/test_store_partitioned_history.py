@@ -108,3 +108,22 @@ def test_an_empty_window_is_a_clear_error(store: Store, clock: StoreClock, db_ur
         history_partitions(db_url=db_url, partition_s=0)
     with pytest.raises(ValueError, match="in-memory SQLite"):
         history_partitions(db_url="sqlite://")
+
+
+def test_an_arrival_range_is_read_by_index(store: Store, db_url: str) -> None:
+    from sqlalchemy import text
+
+    from agentlb.store.history_reader import history_query
+
+    with store.reading("test") as conn:
+        if store.is_sqlite:
+            indexes = set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'index'")).scalars())
+        else:
+            indexes = set(conn.execute(text("SELECT indexname FROM pg_indexes")).scalars())
+        assert {"ix_task_outcomes_estimated_arrival", "ix_task_dispatches_dispatched_at"} <= indexes
+        if store.is_sqlite:  # PostgreSQL's planner picks by table statistics; SQLite's plan is fixed
+            query = history_query(arrival_from=0.0, arrival_to=DAY_S)
+            sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+            plan = " ".join(str(r[-1]) for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
+            assert "USING INDEX ix_task_dispatches_dispatched_at" in plan
+            assert "USING INDEX ix_task_outcomes_estimated_arrival" in plan
