@@ -142,25 +142,46 @@ def fit_heuristic(holdout: pd.DataFrame, train: pd.DataFrame | None = None) -> C
     )
 
 
-def fit_group_mean(
-    train: pd.DataFrame, holdout: pd.DataFrame, config: GroupMeanConfig, alpha: float
+@dataclass
+class GroupMeanTables:
+    """What the group-mean candidate learns: mean and `alpha` quantile per (agent, task type)
+    with at least `min_samples` rows (`pair`, columns mean/q), per task type (`by_type`) and
+    overall."""
+
+    keys: list[str]
+    pair: pd.DataFrame
+    by_type: pd.DataFrame
+    overall_mean: float
+    overall_q: float
+
+
+def group_mean_keys(columns: Any) -> list[str]:
+    return ["agent_id", "task_type"] if "agent_id" in columns else ["task_type"]
+
+
+def group_mean_tables(train: pd.DataFrame, config: GroupMeanConfig, alpha: float) -> GroupMeanTables:
+    import pandas as pd
+
+    y = train["duration_s"].astype(float)
+    keys = group_mean_keys(train.columns)
+    grouped = y.groupby([train[k].astype(str) for k in keys])
+    pair = pd.DataFrame({"mean": grouped.mean(), "q": grouped.quantile(alpha), "n": grouped.size()})
+    by_type = y.groupby(train["task_type"].astype(str))
+    type_table = pd.DataFrame({"mean": by_type.mean(), "q": by_type.quantile(alpha)})
+    return GroupMeanTables(
+        keys, pair[pair["n"] >= config.min_samples], type_table, float(y.mean()), float(y.quantile(alpha))
+    )
+
+
+def apply_group_mean(
+    tables: GroupMeanTables, holdout: pd.DataFrame, train_s: float, config: GroupMeanConfig
 ) -> CandidateResult:
-    """Mean (p50) and `alpha` quantile (p90) per (agent, task type) with at least `min_samples`
-    rows, else per task type, else overall."""
+    """The group-mean candidate's holdout predictions from its tables: the pair's, else the task
+    type's, else the overall mean and quantile."""
     import pandas as pd
 
     start = time.perf_counter()
-    y = train["duration_s"].astype(float)
-    keys = ["agent_id", "task_type"] if "agent_id" in train.columns else ["task_type"]
-    grouped = y.groupby([train[k].astype(str) for k in keys])
-    pair = pd.DataFrame({"mean": grouped.mean(), "q": grouped.quantile(alpha), "n": grouped.size()})
-    pair = pair[pair["n"] >= config.min_samples]
-    by_type = y.groupby(train["task_type"].astype(str))
-    type_table = pd.DataFrame({"mean": by_type.mean(), "q": by_type.quantile(alpha)})
-    overall_mean, overall_q = float(y.mean()), float(y.quantile(alpha))
-    train_s = time.perf_counter() - start
-
-    start = time.perf_counter()
+    keys, pair, type_table = tables.keys, tables.pair, tables.by_type
     index = (
         pd.MultiIndex.from_arrays([holdout[k].astype(str) for k in keys])
         if len(keys) > 1
@@ -173,8 +194,8 @@ def fit_group_mean(
     type_q = type_table["q"].reindex(types).to_numpy(dtype=np.float64)
     p50 = np.where(np.isnan(p50), type_mean, p50)
     p90 = np.where(np.isnan(p90), type_q, p90)
-    p50 = np.where(np.isnan(p50), overall_mean, p50)
-    p90 = np.where(np.isnan(p90), overall_q, p90)
+    p50 = np.where(np.isnan(p50), tables.overall_mean, p50)
+    p90 = np.where(np.isnan(p90), tables.overall_q, p90)
     elapsed = time.perf_counter() - start
     return CandidateResult(
         "group_mean",
@@ -184,6 +205,16 @@ def fit_group_mean(
         1e6 * elapsed / max(len(holdout), 1),
         {"keys": ",".join(keys), "min_samples": config.min_samples},
     )
+
+
+def fit_group_mean(
+    train: pd.DataFrame, holdout: pd.DataFrame, config: GroupMeanConfig, alpha: float
+) -> CandidateResult:
+    """Mean (p50) and `alpha` quantile (p90) per (agent, task type) with at least `min_samples`
+    rows, else per task type, else overall."""
+    start = time.perf_counter()
+    tables = group_mean_tables(train, config, alpha)
+    return apply_group_mean(tables, holdout, time.perf_counter() - start, config)
 
 
 def fit_sklearn_hgb(

@@ -1,0 +1,1 @@
+"""Training past one machine: the pipeline on a Dask cluster."""
