@@ -182,6 +182,18 @@ class FeatureSpec:
     # --- building a spec from a history frame (training) ----------------------------
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, max_categories: int = 200) -> FeatureSpec:
+        numeric, categorical = cls.attribute_kinds(frame)
+        counts = {
+            column: frame[column].dropna().astype(str).value_counts()
+            for column in [*CATEGORICAL_BASE, *categorical]
+            if column in frame.columns
+        }
+        return cls.from_counts(numeric, categorical, counts, max_categories)
+
+    @staticmethod
+    def attribute_kinds(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+        """The task attributes of a history frame (or of its empty schema) by kind: numeric and
+        boolean columns are numeric features, every other one is categorical."""
         import pandas as pd
 
         numeric: list[str] = []
@@ -192,12 +204,7 @@ class FeatureSpec:
                 numeric.append(column)
             else:
                 categorical.append(column)
-        counts = {
-            column: frame[column].dropna().astype(str).value_counts()
-            for column in [*CATEGORICAL_BASE, *categorical]
-            if column in frame.columns
-        }
-        return cls.from_counts(numeric, categorical, counts, max_categories)
+        return numeric, categorical
 
     @classmethod
     def from_counts(
@@ -387,7 +394,8 @@ def row_hashes(frame: pd.DataFrame) -> np.ndarray:
     """One uint64 content hash per row of a history frame."""
     import pandas as pd
 
-    return pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False).to_numpy()
+    hashed = pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False)
+    return np.asarray(hashed.to_numpy(), dtype=np.uint64)
 
 
 def hash_row_blocks(blocks: Iterable[np.ndarray]) -> str:

@@ -304,6 +304,21 @@ def train_p50(
     return _fit_booster(spec, config.params(seed), x_train, log_y, config)
 
 
+MIN_CALIBRATION_ROWS = 20  # fewer: the p90 is fitted on every training row, without a shift
+
+
+def calibration_rows(rows: int, config: LightGBMConfig) -> int:
+    """How many of the most recent training rows calibrate the p90 (0: none)."""
+    n_calibration = int(rows * config.p90_calibration_frac)
+    return n_calibration if n_calibration >= MIN_CALIBRATION_ROWS else 0
+
+
+def higher_quantile_position(rows: int, alpha: float) -> int:
+    """The sorted position `np.quantile(values, alpha, method="higher")` takes for `rows` values
+    (numpy's own index arithmetic), so a partial sort elsewhere picks the same value."""
+    return int(np.quantile(np.arange(rows), alpha, method="higher"))
+
+
 def train_boosters(
     spec: FeatureSpec, x_train: np.ndarray, log_y: np.ndarray, config: LightGBMConfig, alpha: float, seed: int
 ) -> BoosterPair:
@@ -314,14 +329,49 @@ def train_boosters(
     alone under-covers on later data (0.85-0.88 instead of 0.90 on the simulated histories)."""
     p50 = train_p50(spec, x_train, log_y, config, seed)
     quantile = config.params(seed, objective="quantile", alpha=alpha)
-    n_calibration = int(len(log_y) * config.p90_calibration_frac)
-    if n_calibration < 20:
+    n_calibration = calibration_rows(len(log_y), config)
+    if not n_calibration:
         return BoosterPair(p50, _fit_booster(spec, quantile, x_train, log_y, config), 0.0)
     cut = len(log_y) - n_calibration
     p90 = _fit_booster(spec, quantile, x_train[:cut], log_y[:cut], config)
     residuals = log_y[cut:] - p90.predict(x_train[cut:])
     offset = float(np.quantile(residuals, alpha, method="higher"))
     return BoosterPair(p50, p90, offset)
+
+
+def lightgbm_result(
+    pair: BoosterPair,
+    x_holdout: np.ndarray,
+    train_s: float,
+    config: LightGBMConfig,
+    alpha: float,
+    seed: int,
+    **extra_params: Any,
+) -> CandidateResult:
+    """The served candidate's holdout predictions (seconds) from its boosters."""
+    start = time.perf_counter()
+    p50 = np.exp(pair.p50.predict(x_holdout))
+    p90 = np.maximum(np.exp(np.asarray(pair.p90.predict(x_holdout)) + pair.p90_log_offset), p50)
+    elapsed = time.perf_counter() - start
+    params = config.params(
+        seed,
+        num_boost_round=config.num_boost_round,
+        p90_alpha=alpha,
+        p90_calibration_frac=config.p90_calibration_frac,
+        p90_log_offset=pair.p90_log_offset,
+        **extra_params,
+    )
+    return CandidateResult(
+        "lightgbm",
+        np.asarray(p50),
+        np.asarray(p90),
+        train_s,
+        1e6 * elapsed / max(len(x_holdout), 1),
+        params,
+        p50_booster=pair.p50,
+        p90_booster=pair.p90,
+        p90_log_offset=pair.p90_log_offset,
+    )
 
 
 def fit_lightgbm(
@@ -335,26 +385,4 @@ def fit_lightgbm(
 ) -> CandidateResult:
     start = time.perf_counter()
     pair = train_boosters(spec, x_train, log_y, config, alpha, seed)
-    train_s = time.perf_counter() - start
-    start = time.perf_counter()
-    p50 = np.exp(pair.p50.predict(x_holdout))
-    p90 = np.maximum(np.exp(np.asarray(pair.p90.predict(x_holdout)) + pair.p90_log_offset), p50)
-    elapsed = time.perf_counter() - start
-    params = config.params(
-        seed,
-        num_boost_round=config.num_boost_round,
-        p90_alpha=alpha,
-        p90_calibration_frac=config.p90_calibration_frac,
-        p90_log_offset=pair.p90_log_offset,
-    )
-    return CandidateResult(
-        "lightgbm",
-        np.asarray(p50),
-        np.asarray(p90),
-        train_s,
-        1e6 * elapsed / max(len(x_holdout), 1),
-        params,
-        p50_booster=pair.p50,
-        p90_booster=pair.p90,
-        p90_log_offset=pair.p90_log_offset,
-    )
+    return lightgbm_result(pair, x_holdout, time.perf_counter() - start, config, alpha, seed)

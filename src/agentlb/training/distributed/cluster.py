@@ -24,7 +24,9 @@ DEFAULT_LOCAL_WORKERS = 2
 MAX_LOCAL_WORKERS = 64
 CONNECT_TIMEOUT_S = 10.0
 FLAG = "--dask"
-_ADDRESS = re.compile(r"(?:(?P<scheme>[a-z]+)://)?(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d+)/?")
+_ADDRESS = re.compile(
+    r"(?:(?P<scheme>[a-z]+)://)?(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d+)/?"
+)
 SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
 
 
@@ -50,7 +52,9 @@ def parse_target(text: str, source: str = FLAG) -> DaskTarget:
         count = value[len(LOCAL) + 1 :] if ":" in value else str(DEFAULT_LOCAL_WORKERS)
         if not count.isdigit() or not 1 <= int(count) <= MAX_LOCAL_WORKERS:
             raise DaskClusterError(
-                source, text, f"local:N needs a number of workers from 1 to {MAX_LOCAL_WORKERS}, got {count!r}"
+                source,
+                text,
+                f"local:N needs 1 to {MAX_LOCAL_WORKERS} workers, got {count!r}",
             )
         return DaskTarget(text, source, None, int(count))
     match = _ADDRESS.fullmatch(value)
@@ -65,6 +69,10 @@ def parse_target(text: str, source: str = FLAG) -> DaskTarget:
     if not 1 <= port <= 65535:
         raise DaskClusterError(source, text, f"port {port} is outside 1-65535")
     return DaskTarget(text, source, f"{scheme}://{match.group('host')}:{port}")
+
+
+def scheduler_address(client: Client) -> str:
+    return str(client.scheduler_info(n_workers=0).get("address", "unknown"))
 
 
 def dashboard_address(client: Client) -> str:
@@ -100,12 +108,15 @@ def dask_client(
     except (OSError, TimeoutError) as exc:
         if cluster is not None:
             cluster.close()
-        what = "cannot start a local cluster" if target.scheduler is None else "cannot reach the Dask scheduler"
+        what = (
+            "cannot start a local cluster" if target.scheduler is None else "cannot reach the Dask scheduler"
+        )
         raise target.error(f"{what} within {timeout_s:g} s: {type(exc).__name__}: {exc}") from exc
     try:
         workers = len(client.scheduler_info().get("workers", {}))
         if announce is not None:
-            announce(f"Dask cluster {client.scheduler.address}: {workers} workers; dashboard {dashboard_address(client)}")
+            address, dashboard = scheduler_address(client), dashboard_address(client)
+            announce(f"Dask cluster {address}: {workers} workers; dashboard {dashboard}")
         yield client
     finally:
         client.close()
