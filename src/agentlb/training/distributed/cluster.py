@@ -86,12 +86,13 @@ def dashboard_address(client: Client) -> str:
 
 @contextmanager
 def dask_client(
-    target: DaskTarget, announce: Callable[[str], None] | None = None, timeout_s: float = CONNECT_TIMEOUT_S
+    target: DaskTarget, announce: Callable[[str], None] | None = None, timeout_s: float | None = None
 ) -> Iterator[Client]:
     """A client of the target's scheduler (started here for `local[:N]`, and closed with the
     cluster at the end); `announce` gets the dashboard address."""
     from distributed import Client, LocalCluster
 
+    timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
     cluster: LocalCluster | None = None
     try:
         if target.scheduler is None:

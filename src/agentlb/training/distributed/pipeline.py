@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -255,8 +256,11 @@ def _dask_booster(
 ) -> lgb.Booster:
     from lightgbm.dask import DaskLGBMRegressor
 
-    model = DaskLGBMRegressor(client=client, n_estimators=rounds, **params)
-    model.fit(x, y, feature_name=spec.feature_names, categorical_feature=spec.categorical_indices)
+    wanted = {k: v for k, v in params.items() if k != "num_threads"}  # set by lightgbm.dask
+    model = DaskLGBMRegressor(client=client, n_estimators=rounds, **wanted)
+    with warnings.catch_warnings():  # it says so of the threads it sets from each worker's own
+        warnings.filterwarnings("ignore", "Parameter (n_jobs|num_threads) will be ignored", UserWarning)
+        model.fit(x, y, feature_name=spec.feature_names, categorical_feature=spec.categorical_indices)
     booster: lgb.Booster = model.booster_
     return booster
 
@@ -273,8 +277,8 @@ def _lightgbm(
     started = time.perf_counter()
     cfg, alpha, seed = config.lightgbm, config.p90_alpha, config.seed
     spec, x, y = features.selection.spec, features.x_train, features.log_y
-    threads = min(cfg.num_threads, min(client.nthreads().values()))
-    extra = {"max_cat_to_onehot": 4, "num_threads": threads}
+    threads = min(client.nthreads().values())  # lightgbm.dask runs each worker's threads
+    extra = {"max_cat_to_onehot": 4}
     rounds = cfg.num_boost_round
     p50 = _dask_booster(client, spec, cfg.params(seed, **extra), rounds, x, y)
     quantile = cfg.params(seed, objective="quantile", alpha=alpha, **extra)
