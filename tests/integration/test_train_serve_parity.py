@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from parity_support import assert_serving_equals_training, record_dispatches
 
 from agentlb.features import FeatureSpec
+from parity_support import assert_serving_equals_training, record_dispatches
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

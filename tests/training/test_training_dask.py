@@ -16,7 +16,6 @@ import dask.dataframe as dd
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from parity_support import assert_serving_equals_training, record_dispatches
 from typer.testing import CliRunner
 
 from agentlb.balancer import Balancer, BalancerConfig
@@ -34,6 +33,7 @@ from agentlb.training.distributed.cluster import DaskTarget, dask_client, parse_
 from agentlb.training.distributed.pipeline import run_dask_training
 from agentlb.training.pipeline import run_training
 from agentlb.training.synthetic import TASK_TYPES, synthetic_history
+from parity_support import assert_serving_equals_training, record_dispatches
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,7 @@ def trained(
                 target,
                 settings=settings,
                 config=CONFIG,
-                progress=lambda _m, fraction: stages.append(fraction),
+                progress=lambda _m, fraction, stages=stages: stages.append(fraction),  # type: ignore[misc]
             )
         out[name] = {"summary": summary, "settings": settings, "stages": stages}
     return out
