@@ -89,7 +89,7 @@ def trained(
                 target,
                 settings=settings,
                 config=CONFIG,
-                progress=lambda _m, fraction, stages=stages: stages.append(fraction),  # type: ignore[misc]
+                progress=lambda _m, fraction, stages=stages: stages.append(fraction),
             )
         out[name] = {"summary": summary, "settings": settings, "stages": stages}
     return out
