@@ -100,7 +100,9 @@ def test_dask_training_matches_in_process_training(trained: dict[str, Any]) -> N
     assert dask["promoted"] and dask["winner"] == "lightgbm"
     assert [c["name"] for c in dask["candidates"]] == ["heuristic", "group_mean", "lightgbm"]
     assert "sklearn_hgb" not in dask["skipped_candidates"]  # disabled in the config: nothing skipped
-    assert dask["rows"] == process["rows"]
+    for key in ("train", "holdout", "dropped"):
+        assert dask["rows"][key] == process["rows"][key]
+    assert "_started" not in dask and dask["total_s"] >= dask["fit_s"]
     assert dask["data_hash"] == process["data_hash"]
     assert dask["dropped_features"] == process["dropped_features"]
     by_name = {c["name"]: c for c in process["candidates"]}

@@ -80,12 +80,17 @@ def _progress(message: str, fraction: float) -> None:
 
 @contextlib.contextmanager
 def _progress_bar() -> Iterator[Callable[[str, float], None]]:
-    """A rich progress bar on stderr, moved by the pipeline's (message, fraction) callback."""
+    """A rich progress bar on stderr, moved by the pipeline's (message, fraction) callback; one
+    line per stage when stderr is not a terminal (a log file keeps every stage)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield _progress
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
+    with Progress(*columns, console=console) as bar:
         task = bar.add_task("training", total=1.0)
 
         def update(message: str, fraction: float) -> None:

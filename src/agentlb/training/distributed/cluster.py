@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agentlb.errors import DaskClusterError
+from distributed.diagnostics.plugin import WorkerPlugin
 
 if TYPE_CHECKING:
-    from distributed import Client
+    from distributed import Client, Worker
 
 LOCAL = "local"
 DEFAULT_LOCAL_WORKERS = 2
@@ -71,6 +72,21 @@ def parse_target(text: str, source: str = FLAG) -> DaskTarget:
     return DaskTarget(text, source, f"{scheme}://{match.group('host')}:{port}")
 
 
+class StdoutToStderr(WorkerPlugin):
+    """A worker plugin for the workers of a LocalCluster started here: their processes share this
+    command's stdout, which `--json` keeps for the summary, and LightGBM's network set-up prints
+    to it from C whatever its verbosity; each worker's stdout becomes its stderr."""
+
+    name = "agentlb-stdout-to-stderr"
+
+    def setup(self, worker: Worker) -> None:
+        import os
+        import sys
+
+        sys.stdout.flush()
+        os.dup2(2, 1)
+
+
 def scheduler_address(client: Client) -> str:
     return str(client.scheduler_info(n_workers=0).get("address", "unknown"))
 
@@ -104,6 +120,7 @@ def dask_client(
                 silence_logs=logging.ERROR,
             )
             client = Client(cluster)
+            client.register_plugin(StdoutToStderr())
         else:
             client = Client(target.scheduler, timeout=timeout_s)
     except (OSError, TimeoutError) as exc:

@@ -127,6 +127,7 @@ def run_dask_training(
             raise
         summary = publish(fitted, settings, config, export, report)
     report("done", 1.0)
+    started = timings.pop("_started")
     return {
         **summary,
         "skipped_candidates": {k: v for k, v in SKIPPED_AT_SCALE.items() if _enabled(config, k)},
@@ -138,12 +139,12 @@ def run_dask_training(
         "rows": {
             "train": split.train_rows,
             "holdout": len(split.holdout),
-            "rejected": 0,
+            "rejected": None,  # validation is per partition, in the reader (skip_bad_rows there)
             "dropped": split.dropped,
         },
         "rejected_rows": [],
         **timings,
-        "total_s": time.perf_counter() - timings.pop("_started"),
+        "total_s": time.perf_counter() - started,
     }
 
 
