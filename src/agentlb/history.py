@@ -64,7 +64,9 @@ def read_history(path: str | Path) -> pd.DataFrame:
         elif suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
         else:
-            raise HistoryValidationError(f"history file must end in .csv or .parquet, got {path.name!r}")
+            raise HistoryValidationError(
+                f"history file must end in .csv or .parquet, got {path.name!r}"
+            )
     except HistoryValidationError:
         raise
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -144,7 +146,9 @@ def _to_epoch(value: Any, column: str) -> float:
             try:
                 parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
             except ValueError:
-                raise ValueError(f"{column}: not epoch seconds or ISO 8601 ({value!r})") from None
+                raise ValueError(
+                    f"{column}: not epoch seconds or ISO 8601 ({value!r})"
+                ) from None
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
             number = parsed.timestamp()

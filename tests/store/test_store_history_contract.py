@@ -89,14 +89,8 @@ def test_missing_required_column_is_named(missing: str) -> None:
     ],
 )
 def test_bad_row_is_named_with_row_and_field(row: dict[str, str], message: str) -> None:
-    good = {
-        "task_id": "t1",
-        "arrival_time": "10",
-        "success": "true",
-        "task_type": "a",
-        "duration_s": "1.5",
-        "agent_in_flight": "1",
-    }
+    good = {"task_id": "t1", "arrival_time": "10", "success": "true", "task_type": "a", "duration_s": "1.5",
+            "agent_in_flight": "1"}
     bad = {**good, "task_id": "t2", **row}
     frame = pd.DataFrame([good, bad, {**good, "task_id": "t3"}], dtype=object)
     with pytest.raises(HistoryValidationError, match=message):

@@ -56,9 +56,8 @@ def test_add_agent_is_idempotent_and_refuses_a_different_definition(store: Store
     assert store.add_agent(ALPHA) is True
     assert store.add_agent(ALPHA) is False
     with pytest.raises(ConflictingAgentError, match=r"'alpha'.*differs in: max_concurrency"):
-        store.add_agent(
-            Agent(id="alpha", name="Alpha", capabilities=ALPHA.capabilities, max_concurrency=9, weight=1.5)
-        )
+        store.add_agent(Agent(id="alpha", name="Alpha", capabilities=ALPHA.capabilities, max_concurrency=9,
+                              weight=1.5))
     assert store.get_agent("alpha") == ALPHA
 
 
@@ -66,9 +65,8 @@ def test_upsert_updates_the_definition_and_keeps_created_at(store: Store, clock:
     store.add_agent(ALPHA)
     created = store.list_agents()[0].created_at
     clock.advance(60)
-    changed = Agent(
-        id="alpha", name="Alpha 2", capabilities=frozenset({"text"}), enabled=False, metadata={"region": "eu"}
-    )
+    changed = Agent(id="alpha", name="Alpha 2", capabilities=frozenset({"text"}), enabled=False,
+                    metadata={"region": "eu"})
     store.upsert_agent(changed)
     (row,) = store.list_agents()
     assert row.agent == changed

@@ -33,10 +33,7 @@ def test_restored_tracker_equals_the_live_one(store: Store, clock: StoreClock) -
         assert got.agent == expected.agent
         assert got.in_flight == expected.in_flight  # ids, types, dispatch times, predicted service
         assert (got.active_tasks, got.completed_tasks, got.failed_tasks) == (
-            expected.active_tasks,
-            expected.completed_tasks,
-            expected.failed_tasks,
-        )
+            expected.active_tasks, expected.completed_tasks, expected.failed_tasks)
         assert got.consecutive_failures == expected.consecutive_failures
         assert got.success_rate == pytest.approx(expected.success_rate, rel=1e-9)
         assert got.ewma_duration_s == pytest.approx(expected.ewma_duration_s, rel=1e-9)
@@ -77,3 +74,4 @@ def test_deleted_and_imported_agents_come_back_history_only(store: Store, clock:
     assert open_task.selected_agent.id not in {s.agent.id for s in restored.snapshot().agents}
     assert restored.has_agent(open_task.selected_agent.id)  # kept, for its statistics
     assert (report.history_only_agents, report.in_flight_skipped) == (1, 1)
+

@@ -109,14 +109,8 @@ def test_skip_bad_rows_writes_the_rest_and_counts_them(store: Store, tmp_path: P
 
 def test_conflict_with_a_stored_outcome_names_the_row(store: Store) -> None:
     store.record_outcome(TaskOutcome("a1", 1.0, True, "t1", "text"), 10.0)
-    frame = pd.DataFrame(
-        {
-            "task_id": ["t0", "t1"],
-            "agent_id": ["a1", "a1"],
-            "task_type": ["text", "text"],
-            "duration_s": [2.0, 7.0],
-        }
-    )
+    frame = pd.DataFrame({"task_id": ["t0", "t1"], "agent_id": ["a1", "a1"], "task_type": ["text", "text"],
+                          "duration_s": [2.0, 7.0]})
     with pytest.raises(HistoryValidationError, match=r"row 2: task_id: 't1' is already stored .*duration_s"):
         store.import_history(frame)
     assert store.count_outcomes() == 1

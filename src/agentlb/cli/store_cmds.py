@@ -227,13 +227,8 @@ def register(app: typer.Typer) -> None:
             table.add_column(column)
         for r in records:
             table.add_row(
-                r["id"],
-                r["name"],
-                ",".join(r["capabilities"]),
-                str(r["max_concurrency"]),
-                f"{r['weight']:g}",
-                str(r["enabled"]),
-                str(r["history_only"]),
+                r["id"], r["name"], ",".join(r["capabilities"]), str(r["max_concurrency"]),
+                f"{r['weight']:g}", str(r["enabled"]), str(r["history_only"]),
             )
         Console().print(table)
 

@@ -79,6 +79,7 @@ MIGRATION_LOCK_KEY = 0x6167_6C62
 _AGENT_FIELDS = ("name", "capabilities", "max_concurrency", "weight", "enabled", "metadata")
 
 
+
 def normalise_url(url: str) -> URL:
     """Parse a database URL; a bare `postgresql://` means psycopg 3 (the driver agentlb ships)."""
     try:
@@ -328,7 +329,9 @@ class Store:
             now = self.clock()
             try:
                 with self._guard("add_agent"), self._write() as conn:
-                    row = conn.execute(select(*self._AGENT_COLUMNS).where(AgentModel.id == agent.id)).first()
+                    row = conn.execute(
+                        select(*self._AGENT_COLUMNS).where(AgentModel.id == agent.id)
+                    ).first()
                     if row is None:
                         values = self._agent_values(agent, now)
                         conn.execute(insert(AgentModel).values(id=agent.id, created_at=now, **values))
@@ -582,12 +585,8 @@ class Store:
         """Recent model deployments, newest first."""
         with self._guard("deployments"), self._read() as conn:
             rows = conn.execute(
-                select(
-                    DeploymentModel.version,
-                    DeploymentModel.alias,
-                    DeploymentModel.source,
-                    DeploymentModel.loaded_at,
-                )
+                select(DeploymentModel.version, DeploymentModel.alias, DeploymentModel.source,
+                       DeploymentModel.loaded_at)
                 .order_by(DeploymentModel.id.desc())
                 .limit(limit)
             ).all()
@@ -788,12 +787,8 @@ class Store:
         task_type = func.coalesce(OutcomeModel.task_type, DispatchModel.task_type)
         with self._guard("agent_history_summary"), self._read() as conn:
             rows = conn.execute(
-                select(
-                    task_type.label("task_type"),
-                    OutcomeModel.duration_s,
-                    OutcomeModel.success,
-                    OutcomeModel.finished_at,
-                )
+                select(task_type.label("task_type"), OutcomeModel.duration_s, OutcomeModel.success,
+                       OutcomeModel.finished_at)
                 .select_from(OutcomeModel)
                 .outerjoin(DispatchModel, DispatchModel.task_id == OutcomeModel.task_id)
                 .where(OutcomeModel.agent_id == agent_id)
@@ -866,15 +861,8 @@ class Store:
             records.append(record)
         columns = [*RESERVED_COLUMN_ORDER, *AGENT_STATE_FEATURES, *sorted(attribute_columns(attribute_names))]
         frame = pd.DataFrame.from_records(records, columns=columns)
-        for name in (
-            "arrival_time",
-            "duration_s",
-            "finished_at",
-            "predicted_p50_s",
-            "predicted_p90_s",
-            "confidence",
-            *AGENT_STATE_FEATURES,
-        ):
+        for name in ("arrival_time", "duration_s", "finished_at", "predicted_p50_s", "predicted_p90_s",
+                     "confidence", *AGENT_STATE_FEATURES):
             frame[name] = frame[name].astype("float64")
         frame["success"] = frame["success"].astype(bool)
         frame = frame.sort_values(["arrival_time", "finished_at"], kind="stable", na_position="last")
@@ -916,7 +904,9 @@ class Store:
                 "strategy": _text_or_none(raw.get("strategy")),
                 "task_type": raw["task_type"],
                 "attributes": {
-                    name: value for name in attributes if (value := _json_value(raw.get(name))) is not None
+                    name: value
+                    for name in attributes
+                    if (value := _json_value(raw.get(name))) is not None
                 },
                 "features": {name: _finite_or_none(raw.get(name)) for name in state_columns},
                 "predicted_p50_s": _finite_or_none(raw.get("predicted_p50_s")),
@@ -969,23 +959,19 @@ class Store:
                         outcome["success"],
                     )
                     if differs:
-                        rejected.append(
-                            RejectedRow(
-                                row_number,
-                                f"task_id: {task_id!r} is already stored with a different outcome "
-                                f"(differs in: {', '.join(differs)})",
-                            )
-                        )
+                        rejected.append(RejectedRow(
+                            row_number,
+                            f"task_id: {task_id!r} is already stored with a different outcome "
+                            f"(differs in: {', '.join(differs)})",
+                        ))
                     else:
                         duplicates += 1
                     continue
                 dispatched_to = stored_dispatch_agents.get(task_id)
                 if dispatched_to is not None and dispatched_to != outcome["agent_id"]:
-                    rejected.append(
-                        RejectedRow(
-                            row_number, f"agent_id: task {task_id!r} was dispatched to {dispatched_to!r}"
-                        )
-                    )
+                    rejected.append(RejectedRow(
+                        row_number, f"agent_id: task {task_id!r} was dispatched to {dispatched_to!r}"
+                    ))
                     continue
                 if dispatched_to is None:
                     dispatches.append(dispatch)

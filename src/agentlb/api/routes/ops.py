@@ -67,7 +67,6 @@ def replication(service: ServiceDep, _: ClientDep, state: bool = False) -> dict[
     `state=true` adds the whole state (in-flight tasks, EWMAs, success rates, ejections)."""
     return describe(service.replica, service.tracker, include_state=state)
 
-
 def service_state(service: AgentLBService) -> ServiceState:
     """Health and serving model for the scrape-time gauges."""
     ref = service.predictor
