@@ -96,6 +96,15 @@ bench: $(STAMP) ## selection micro-benchmark and the strategy benchmark
 	$(BIN)/agentlb bench-select --agents 10,100,1000
 	$(BIN)/agentlb benchmark --scenarios all --strategies all --seeds 5 --out var/benchmark
 
+.PHONY: wrk
+wrk: ## install wrk (Debian package), the HTTP load generator of the replica benchmark, when missing
+	@command -v wrk >/dev/null || \
+		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
+
+.PHONY: bench-replicas
+bench-replicas: $(STAMP) haproxy wrk ## throughput and decision quality through 1 and 2 replicas (local PostgreSQL + Redis)
+	nice -n 10 $(BIN)/python benchmarks/replicas.py
+
 .PHONY: clean
 clean: ## remove generated state (keeps .venv)
 	rm -rf var models/champion

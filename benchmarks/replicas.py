@@ -2,7 +2,7 @@
 front, a Redis-backed replica against the embedded mode, and decision quality through 1 and 2
 replicas on one emulated task stream.
 
-    apt-get install -y wrk haproxy                                    # load generator and front
+    make bench-replicas                                               # installs wrk and HAProxy, runs both parts
     nice -n 10 .venv/bin/python benchmarks/replicas.py                # both parts, ~10 minutes
     .venv/bin/python benchmarks/replicas.py --part throughput --rounds 3 --duration 10
 
@@ -473,7 +473,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.part != "quality" and shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+        raise SystemExit("wrk is not installed: `make wrk` installs it (apt-get install -y wrk)")
     raise_fd_limit()
     # SIGTERM (and SIGINT, which a shell's background job ignores) unwinds like Ctrl-C: every
     # cluster, database and Redis prefix this run made is stopped, dropped and deleted

@@ -38,6 +38,14 @@ class RejectedRow:
     reason: str
 
 
+class NoValidRowsError(HistoryValidationError):
+    """Every row of a frame was rejected (with `skip_bad_rows`); `rejected` lists them."""
+
+    def __init__(self, message: str, rejected: list[RejectedRow]) -> None:
+        super().__init__(message)
+        self.rejected = rejected
+
+
 @dataclass
 class ValidatedHistory:
     """A clean history frame plus the rows that were skipped (only with `skip_bad_rows`)."""
@@ -239,9 +247,10 @@ def validate_history(frame: pd.DataFrame, *, skip_bad_rows: bool = False) -> Val
         clean_rows.append(row)
         clean_numbers.append(row_number)
     if not clean_rows:
-        raise HistoryValidationError(
+        raise NoValidRowsError(
             f"history has no valid rows ({len(rejected)} rejected; first: "
-            f"row {rejected[0].row}: {rejected[0].reason})"
+            f"row {rejected[0].row}: {rejected[0].reason})",
+            rejected,
         )
     out_columns = columns if "success" in columns else [*columns, "success"]
     clean = pd.DataFrame(clean_rows, columns=out_columns)
@@ -355,8 +364,13 @@ def summarise_rejections(rejected: list[RejectedRow]) -> str:
 
 
 __all__ = [
+    "BOOL_COLUMNS",
+    "NUMERIC_RESERVED",
     "REQUIRED_COLUMNS",
     "RESERVED_COLUMNS",
+    "TEXT_COLUMNS",
+    "TIME_COLUMNS",
+    "NoValidRowsError",
     "RejectedRow",
     "ValidatedHistory",
     "read_history",

@@ -34,7 +34,7 @@ def invoke(*args: str) -> tuple[int, str]:
 def test_db_upgrade_creates_the_database(url: str, tmp_path: Path) -> None:
     code, output = invoke("db", "upgrade", "--url", url)
     assert code == 0, output
-    assert "schema revision 0002" in output
+    assert "schema revision 0003" in output
     assert (tmp_path / "var" / "agentlb.db").exists()
 
 

@@ -32,7 +32,7 @@ def test_open_creates_the_sqlite_directory_and_migrates_once(tmp_path: Path) -> 
     first.add_agent(ALPHA)
     first.close()
     second = Store.open(url)  # upgrading again changes nothing and keeps the data
-    assert second.schema_revision() == "0002"
+    assert second.schema_revision() == "0003"
     assert second.get_agent("alpha") == ALPHA
     second.close()
 

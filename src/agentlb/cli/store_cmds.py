@@ -92,6 +92,44 @@ def _opened(url: str | None) -> Iterator[Store]:
         store.close()
 
 
+def _export_partitioned(
+    directory: Path,
+    partition_by: str,
+    since_s: float | None,
+    until_s: float | None,
+    overwrite: bool,
+    url: str | None,
+) -> None:
+    """`history export --partition-by day`: the dataset a Dask cluster reads lazily."""
+    from agentlb.training.distributed.export import PARTITION_CHOICES, export_partitioned_history
+
+    if partition_by not in PARTITION_CHOICES:
+        raise typer.BadParameter(
+            f"expected one of {', '.join(PARTITION_CHOICES)}, got {partition_by!r}",
+            param_hint="--partition-by",
+        )
+    if directory.suffix.lower() in (".csv", ".parquet"):
+        raise typer.BadParameter(
+            f"with --partition-by, FILE is a dataset directory, not a {directory.suffix} file",
+            param_hint="FILE",
+        )
+    with _opened(url) as store:
+        db_url = store.url.render_as_string(hide_password=False)
+    try:
+        report = export_partitioned_history(
+            db_url, directory, since=since_s, until=until_s, overwrite=overwrite
+        )
+    except AgentLBError as exc:
+        raise _fail(str(exc)) from exc
+    except OSError as exc:
+        raise _fail(f"cannot write {directory}: {exc}") from exc
+    first, last = (report.days[0], report.days[-1]) if report.days else ("-", "-")
+    typer.echo(
+        f"exported {report.rows} rows to {directory} in {len(report.days)} day partition(s), "
+        f"{first} to {last}"
+    )
+
+
 def register(app: typer.Typer) -> None:
     db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
     history_app = typer.Typer(help="Task history: export, import, prune.", no_args_is_help=True)
@@ -108,18 +146,36 @@ def register(app: typer.Typer) -> None:
 
     @history_app.command("export")
     def history_export(
-        file: Annotated[Path, typer.Argument(help="output .csv or .parquet")],
+        file: Annotated[
+            Path, typer.Argument(help="output .csv or .parquet; with --partition-by, a dataset directory")
+        ],
         since: Annotated[str | None, typer.Option(help="finished at or after: epoch, ISO 8601 or 7d")] = None,
         until: Annotated[str | None, typer.Option(help="finished before: epoch, ISO 8601 or 1d")] = None,
+        partition_by: Annotated[
+            str | None,
+            typer.Option(
+                "--partition-by",
+                help="day: a Parquet dataset, day=YYYY-MM-DD/part-0.parquet per UTC day of arrival, "
+                "written a day at a time",
+            ),
+        ] = None,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="with --partition-by: replace an existing dataset")
+        ] = False,
         url: UrlOption = None,
     ) -> None:
         """Write one row per finished task in the history-file contract, with dispatch features."""
-        suffix = file.suffix.lower()
-        if suffix not in (".csv", ".parquet"):
-            raise typer.BadParameter(f"FILE must end in .csv or .parquet, got {file.name!r}")
         now = time.time()
         since_s = parse_time(since, now) if since else None
         until_s = parse_time(until, now) if until else None
+        if partition_by is not None:
+            _export_partitioned(file, partition_by, since_s, until_s, overwrite, url)
+            return
+        if overwrite:
+            raise typer.BadParameter("--overwrite goes with --partition-by", param_hint="--overwrite")
+        suffix = file.suffix.lower()
+        if suffix not in (".csv", ".parquet"):
+            raise typer.BadParameter(f"FILE must end in .csv or .parquet, got {file.name!r}")
         with _opened(url) as store:
             frame = store.history_frame(since_s, until_s)
         file.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
@@ -73,6 +73,8 @@ class OutcomeModel(Base):
     __table_args__ = (
         Index("ix_task_outcomes_finished_at", "finished_at"),
         Index("ix_task_outcomes_agent_finished", "agent_id", "finished_at"),
+        # The arrival time of an outcome reported without a dispatch (history_reader.py).
+        Index("ix_task_outcomes_estimated_arrival", text("(finished_at - duration_s)")),
     )
 
     seq: Mapped[int] = mapped_column(Sequential, primary_key=True, autoincrement=True)

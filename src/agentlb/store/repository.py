@@ -53,8 +53,9 @@ from agentlb.errors import (
     StoreUnavailableError,
     UnknownAgentError,
 )
-from agentlb.features import AGENT_STATE_FEATURES, RESERVED_COLUMN_ORDER, attribute_columns
+from agentlb.features import AGENT_STATE_FEATURES, attribute_columns
 from agentlb.history import RejectedRow, summarise_rejections, validate_history
+from agentlb.store.history_reader import read_history_frame
 from agentlb.store.models import AgentModel, DeploymentModel, DispatchModel, OutcomeModel, WeightChangeModel
 from agentlb.store.records import (
     AccuracyRow,
@@ -282,6 +283,12 @@ class Store:
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         with self._engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def reading(self, operation: str) -> Iterator[Connection]:
+        """A read connection whose database failures name `operation` (for store modules)."""
+        with self._guard(operation), self._read() as conn:
             yield conn
 
     # --- agent registry ---------------------------------------------------------------
@@ -812,61 +819,10 @@ class Store:
         contract of DESIGN.md: reserved columns, every agent_* feature logged at dispatch
         (NaN when unknown) and every task attribute as its own column. `arrival_time` is the
         dispatch time; for an outcome reported without a dispatch it is estimated as
-        finished_at - duration_s. Sorted by arrival time, then finish time."""
-        query = (
-            select(
-                OutcomeModel.task_id,
-                func.coalesce(
-                    DispatchModel.dispatched_at, OutcomeModel.finished_at - OutcomeModel.duration_s
-                ).label("arrival_time"),
-                OutcomeModel.agent_id,
-                OutcomeModel.success,
-                func.coalesce(DispatchModel.task_type, OutcomeModel.task_type).label("task_type"),
-                OutcomeModel.duration_s,
-                OutcomeModel.finished_at,
-                DispatchModel.strategy,
-                DispatchModel.model_version,
-                DispatchModel.predicted_p50_s,
-                DispatchModel.predicted_p90_s,
-                DispatchModel.confidence,
-                DispatchModel.fallback_used,
-                OutcomeModel.error,
-                DispatchModel.features,
-                DispatchModel.attributes,
-            )
-            .select_from(OutcomeModel)
-            .outerjoin(DispatchModel, DispatchModel.task_id == OutcomeModel.task_id)
-            .order_by(OutcomeModel.finished_at, OutcomeModel.seq)
-        )
-        if since is not None:
-            query = query.where(OutcomeModel.finished_at >= since)
-        if until is not None:
-            query = query.where(OutcomeModel.finished_at < until)
+        finished_at - duration_s. Sorted by arrival time, then finish time
+        (`agentlb.store.history_reader`, shared with the partitioned reader)."""
         with self._guard("history_frame"), self._read() as conn:
-            rows = conn.execute(query).all()
-        records: list[dict[str, Any]] = []
-        attribute_names: set[str] = set()
-        for r in rows:
-            record: dict[str, Any] = {name: getattr(r, name) for name in RESERVED_COLUMN_ORDER}
-            record["task_type"] = record["task_type"] or ""
-            features = r.features or {}
-            for name in AGENT_STATE_FEATURES:
-                value = features.get(name)
-                record[name] = float("nan") if value is None else float(value)
-            for key, value in (r.attributes or {}).items():
-                if key in record:
-                    continue  # a reserved or agent_* name never becomes an attribute
-                record[key] = value
-                attribute_names.add(key)
-            records.append(record)
-        columns = [*RESERVED_COLUMN_ORDER, *AGENT_STATE_FEATURES, *sorted(attribute_columns(attribute_names))]
-        frame = pd.DataFrame.from_records(records, columns=columns)
-        for name in ("arrival_time", "duration_s", "finished_at", "predicted_p50_s", "predicted_p90_s",
-                     "confidence", *AGENT_STATE_FEATURES):
-            frame[name] = frame[name].astype("float64")
-        frame["success"] = frame["success"].astype(bool)
-        frame = frame.sort_values(["arrival_time", "finished_at"], kind="stable", na_position="last")
-        return frame.reset_index(drop=True)
+            return read_history_frame(conn, since, until)
 
     def import_history(self, frame: pd.DataFrame, skip_bad_rows: bool = False) -> ImportReport:
         """Load a history frame. All or nothing: any bad row (contract break, no agent id, a
