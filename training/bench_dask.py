@@ -155,10 +155,20 @@ class TreeSampler:
             self.peak_total = max(self.peak_total, total)
             if total > self.cap_bytes and not self.killed:
                 self.killed = True
-                for process in reversed(tree):
-                    with contextlib.suppress(psutil.Error):
-                        process.kill()
+                self.kill_tree()
             time.sleep(self.every_s)
+
+    def kill_tree(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        for process in reversed(tree):
+            with contextlib.suppress(psutil.Error):
+                process.kill()
 
     def per_process_mb(self) -> dict[str, int]:
         """Peak RSS by role: the command itself (`client`: for --dask also the scheduler and the
@@ -175,7 +185,9 @@ class TreeSampler:
         return named
 
 
-def measure(command: list[str], env: dict[str, str], as_cap_gb: float, tree_cap_gb: float) -> dict[str, Any]:
+def measure(
+    command: list[str], env: dict[str, str], as_cap_gb: float, tree_cap_gb: float, timeout_s: float
+) -> dict[str, Any]:
     """Run `command` under the caps; wall time, per-process peaks, outcome."""
     cap = int(as_cap_gb * GIB)
 
@@ -187,8 +199,14 @@ def measure(command: list[str], env: dict[str, str], as_cap_gb: float, tree_cap_
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=limits
     )
+    timed_out = False
     with TreeSampler(process.pid, int(tree_cap_gb * GIB)) as sampler:
-        stdout, stderr = process.communicate()
+        try:
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            sampler.kill_tree()
+            stdout, stderr = process.communicate()
     wall_s = time.perf_counter() - started
     entry: dict[str, Any] = {
         "wall_s": round(wall_s, 1),
@@ -208,7 +226,12 @@ def measure(command: list[str], env: dict[str, str], as_cap_gb: float, tree_cap_
         )
         return entry
     entry.update(status="failed", returncode=process.returncode, stopped_at=_last_stage(stderr))
-    entry["error"] = "killed by the memory watchdog" if sampler.killed else _last_error(stderr)
+    if timed_out:
+        entry["error"] = f"stopped after the {timeout_s:g} s time limit"
+    elif sampler.killed:
+        entry["error"] = "killed by the memory watchdog"
+    else:
+        entry["error"] = _last_error(stderr)
     return entry
 
 
@@ -284,7 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 cli = ["--json", "--no-export"] if command[0] == agentlb else []
                 full = [*command, "--config", config, *cli]
                 print(f"{rows:,} rows, {mode}: {' '.join(full[1:])}", file=sys.stderr, flush=True)
-                entry = measure(full, env, args.as_cap_gb, args.tree_cap_gb)
+                entry = measure(full, env, args.as_cap_gb, args.tree_cap_gb, args.timeout_s)
             shown = " ".join(["agentlb" if full[0] == agentlb else "python", *full[1:]])
             entry.update(history_rows=rows, mode=mode, command=shown.replace(str(ROOT) + "/", ""))
             print(json.dumps(entry), file=sys.stderr, flush=True)
@@ -307,6 +330,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--as-cap-gb", type=float, default=12.0, help="RLIMIT_AS of every process")
     parser.add_argument("--tree-cap-gb", type=float, default=16.0, help="kill the run above this total RSS")
+    parser.add_argument("--timeout-s", type=float, default=3600.0, help="stop a run after this long")
     parser.add_argument("--only", default="", help="run only the modes containing this text")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--merge", action="store_true", help="add to the results already in --out")

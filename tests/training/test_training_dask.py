@@ -198,6 +198,31 @@ def test_unreachable_scheduler_and_bad_setting_are_clear_errors(
     assert done.exit_code != 0 and "--tune" in done.stderr and "--dask" in done.stderr
 
 
+def test_train_dask_cli_reads_a_partitioned_dataset_and_prints_only_json(
+    home: Path, dask_cluster: tuple[Any, DaskTarget], history: pd.DataFrame, tmp_path: Path
+) -> None:
+    """`agentlb train --dask ADDRESS --history DATASET --json` against the module's cluster."""
+    client, _ = dask_cluster
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    ordered = history.sort_values("arrival_time", kind="stable").reset_index(drop=True)
+    for number, start in enumerate(range(0, len(ordered), 1000)):
+        ordered.iloc[start : start + 1000].to_parquet(dataset / f"part-{number:03d}.parquet", index=False)
+    config = tmp_path / "fast.yaml"
+    config.write_text("lightgbm:\n  num_boost_round: 40\nsklearn_hgb:\n  enabled: true\n")
+    address = client.scheduler_info(n_workers=0)["address"]
+    done = CliRunner().invoke(
+        app, ["train", "--dask", address, "--history", str(dataset), "--config", str(config), "--json"]
+    )
+    assert done.exit_code == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)  # nothing but JSON on stdout
+    assert summary["promoted"] and summary["dask"]["workers"] == 2
+    assert summary["rows"]["train"] + summary["rows"]["holdout"] == int(history["success"].sum())
+    assert "sklearn_hgb" in summary["skipped_candidates"]
+    assert f"Dask cluster {address}: 2 workers; dashboard http" in done.stderr
+    assert ModelPredictor.from_bundle(summary["bundle_path"]).version == summary["model_version"]
+
+
 def _kill_a_worker(client: Any) -> str:
     pids = client.run(os.getpid)
     address = sorted(pids)[0]
