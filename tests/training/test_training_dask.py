@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from agentlb.balancer import Balancer, BalancerConfig
 from agentlb.cli import app
 from agentlb.domain import Agent, TaskRequest
-from agentlb.errors import TrainingFailedError
+from agentlb.errors import HistoryValidationError, TrainingFailedError
 from agentlb.history import validate_history
 from agentlb.predictor.base import PredictorRef
 from agentlb.predictor.model import ModelPredictor, load_champion
@@ -221,6 +221,18 @@ def test_train_dask_cli_reads_a_partitioned_dataset_and_prints_only_json(
     assert "sklearn_hgb" in summary["skipped_candidates"]
     assert f"Dask cluster {address}: 2 workers; dashboard http" in done.stderr
     assert ModelPredictor.from_bundle(summary["bundle_path"]).version == summary["model_version"]
+
+
+def test_a_bad_history_on_the_cluster_is_a_history_error_not_a_cluster_error(
+    settings: Settings, dask_cluster: tuple[Any, DaskTarget], history: pd.DataFrame
+) -> None:
+    client, target = dask_cluster
+    with pytest.raises(HistoryValidationError, match="too little history to train"):
+        run_dask_training(partitioned(history.head(60), 2), client, target, settings=settings, config=CONFIG)
+    shuffled = dd.concat([partitioned(history.tail(1500), 1), partitioned(history.head(1500), 1)])
+    with pytest.raises(HistoryValidationError, match="partitions must be in arrival-time order"):
+        run_dask_training(shuffled, client, target, settings=settings, config=CONFIG)
+    assert MlflowClient(tracking_uri=settings.tracking_uri).get_experiment_by_name(CONFIG.experiment) is None
 
 
 def _kill_a_worker(client: Any) -> str:

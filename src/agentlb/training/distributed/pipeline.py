@@ -86,13 +86,13 @@ class WorkerWatch:
             )
 
     def guard(self, during: str, step: Callable[[], T]) -> T:
-        """Run `step`; a failure after a worker left is reported as the lost worker."""
+        """Run `step`; a failure after a worker left is reported as the lost worker, any other
+        failure (a bad history row, a LightGBM error) as itself."""
         try:
             result = step()
-        except Exception as exc:
-            if self.lost():
-                self.check(during)
-            raise DaskClusterError(self.target.source, self.target.text, f"{during} failed: {exc}") from exc
+        except Exception:
+            self.check(during)  # a worker gone: that is the cause to report
+            raise
         self.check(during)
         return result
 
