@@ -158,3 +158,14 @@ class UnknownExperimentError(AgentLBError):
     def __init__(self, experiment_id: str) -> None:
         self.experiment_id = experiment_id
         super().__init__(f"unknown experiment: {experiment_id!r}")
+
+
+class DaskClusterError(AgentLBError):
+    """The Dask cluster of `agentlb train --dask` (or AGENTLB_DASK_SCHEDULER) cannot be used or
+    lost a worker during training; `source` names where its address came from."""
+
+    def __init__(self, source: str, address: str, reason: str) -> None:
+        self.source = source
+        self.address = address
+        self.reason = reason
+        super().__init__(f"{source} {address!r}: {reason}")

@@ -182,6 +182,18 @@ class FeatureSpec:
     # --- building a spec from a history frame (training) ----------------------------
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, max_categories: int = 200) -> FeatureSpec:
+        numeric, categorical = cls.attribute_kinds(frame)
+        counts = {
+            column: frame[column].dropna().astype(str).value_counts()
+            for column in [*CATEGORICAL_BASE, *categorical]
+            if column in frame.columns
+        }
+        return cls.from_counts(numeric, categorical, counts, max_categories)
+
+    @staticmethod
+    def attribute_kinds(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+        """The task attributes of a history frame (or of its empty schema) by kind: numeric and
+        boolean columns are numeric features, every other one is categorical."""
         import pandas as pd
 
         numeric: list[str] = []
@@ -192,14 +204,31 @@ class FeatureSpec:
                 numeric.append(column)
             else:
                 categorical.append(column)
+        return numeric, categorical
+
+    @classmethod
+    def from_counts(
+        cls,
+        numeric: list[str],
+        categorical: list[str],
+        counts: Mapping[str, pd.Series],
+        max_categories: int = 200,
+    ) -> FeatureSpec:
+        """The spec from each categorical column's value counts (text value -> rows), however they
+        were counted (one frame, or partitions on a cluster): the `max_categories` most frequent
+        values (ties by value), sorted; a column without counts has an empty vocabulary."""
         vocabularies: dict[str, list[str]] = {}
         for column in [*CATEGORICAL_BASE, *categorical]:
-            if column not in frame.columns:
+            found = counts.get(column)
+            if found is None or len(found) == 0:
                 vocabularies[column] = []
                 continue
-            counts = frame[column].dropna().astype(str).value_counts()
-            vocabularies[column] = sorted(counts.index[:max_categories].tolist())
-        return cls(numeric, categorical, vocabularies)
+            values = [str(v) for v in found.index]
+            if len(values) > max_categories:
+                ranked = sorted(zip(values, found.to_numpy(), strict=True), key=lambda kv: (-kv[1], kv[0]))
+                values = [value for value, _ in ranked[:max_categories]]
+            vocabularies[column] = sorted(values)
+        return cls(list(numeric), list(categorical), vocabularies)
 
     # --- training path ----------------------------------------------------------------
     def encode_frame(self, frame: pd.DataFrame) -> np.ndarray:
@@ -361,9 +390,23 @@ def dispatch_row(task: TaskRequest, state_features: Mapping[str, float]) -> dict
     return row
 
 
-def frame_hash(frame: pd.DataFrame) -> str:
-    """A stable content hash of a history frame (data lineage)."""
+def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """One uint64 content hash per row of a history frame."""
     import pandas as pd
 
     hashed = pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False)
-    return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
+    return np.asarray(hashed.to_numpy(), dtype=np.uint64)
+
+
+def hash_row_blocks(blocks: Iterable[np.ndarray]) -> str:
+    """The lineage hash of row hashes given block by block in row order: the same for a frame
+    hashed whole and for its partitions hashed one by one."""
+    digest = hashlib.sha256()
+    for block in blocks:
+        digest.update(np.ascontiguousarray(block).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def frame_hash(frame: pd.DataFrame) -> str:
+    """A stable content hash of a history frame (data lineage)."""
+    return hash_row_blocks([row_hashes(frame)])

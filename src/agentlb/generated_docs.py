@@ -53,6 +53,13 @@ SECTIONS: tuple[Generated, ...] = (
         "training/bench_accuracy.py --out training/results/accuracy.json",
     ),
     Generated(
+        "training-dask",
+        BENCHMARKS_DOC,
+        ("training/results/dask.json",),
+        "agentlb.training.bench_docs:render_dask",
+        "training/bench_dask.py --out training/results/dask.json",
+    ),
+    Generated(
         "shared-state",
         BENCHMARKS_DOC,
         ("benchmarks/results/shared_state.json",),

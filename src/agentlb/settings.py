@@ -159,6 +159,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How often one replica checkpoints the shared state and trims the event stream.",
     )
+    dask_scheduler: str | None = Field(
+        default=None,
+        description="Train on this Dask cluster (`agentlb train --dask` overrides it): a scheduler "
+        "address (tcp://host:8786) or local[:N], a LocalCluster of N worker processes started for "
+        "the run; unset: training runs in process.",
+    )
 
     @field_validator("default_strategy")
     @classmethod

@@ -12,7 +12,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -76,6 +76,27 @@ def _setup_logging(verbose: bool) -> None:
 
 def _progress(message: str, fraction: float) -> None:
     typer.echo(f"[{100 * fraction:3.0f}%] {message}", err=True)
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[Callable[[str, float], None]]:
+    """A rich progress bar on stderr, moved by the pipeline's (message, fraction) callback; one
+    line per stage when stderr is not a terminal (a log file keeps every stage)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield _progress
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("training", total=1.0)
+
+        def update(message: str, fraction: float) -> None:
+            bar.update(task, completed=fraction, description=message)
+
+        yield update
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -243,6 +264,61 @@ def _train_once(
     )
 
 
+def _dask_target(flag: str | None) -> Any:
+    """The cluster to train on: `--dask`, else AGENTLB_DASK_SCHEDULER, else None (in process)."""
+    from agentlb.settings import load_settings
+    from agentlb.training.distributed.cluster import FLAG, parse_target
+
+    if flag is not None:
+        return parse_target(flag, FLAG)
+    configured = load_settings().dask_scheduler
+    return None if configured is None else parse_target(configured, "AGENTLB_DASK_SCHEDULER")
+
+
+def _train_on_dask(
+    target: Any,
+    history: Path | None,
+    from_db: bool,
+    since: float | None,
+    config_path: Path | None,
+    holdout_frac: float | None,
+    seed: int | None,
+    skip_bad_rows: bool,
+    export: bool,
+) -> dict[str, Any]:
+    """`agentlb train --dask`: the history read in partitions (a partitioned Parquet dataset or
+    the store by time range) and trained on the cluster, with a progress bar."""
+    from agentlb.settings import load_settings
+    from agentlb.training.config import load_config
+    from agentlb.training.distributed.cluster import dask_client
+    from agentlb.training.distributed.pipeline import run_dask_training
+
+    if history is None and not from_db:
+        raise typer.BadParameter(
+            f"{target.source} needs --history DATASET (partitioned Parquet) or --from-db"
+        )
+    settings = load_settings()
+    config = load_config(config_path)
+    with dask_client(target, lambda line: typer.echo(line, err=True)) as client:
+        from agentlb.training.distributed.source import read_partitioned_history
+
+        frame = read_partitioned_history(
+            history, db_url=settings.db_url if from_db else None, since=since, skip_bad_rows=skip_bad_rows
+        )
+        with _progress_bar() as progress:
+            return run_dask_training(
+                frame,
+                client,
+                target,
+                settings=settings,
+                config=config,
+                holdout_frac=holdout_frac,
+                seed=seed,
+                export=export,
+                progress=progress,
+            )
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
@@ -272,6 +348,14 @@ def register(app: typer.Typer) -> None:
                 help="search LightGBM parameters with N Optuna trials (time-ordered CV on the training part)",
             ),
         ] = 0,
+        dask: Annotated[
+            str | None,
+            typer.Option(
+                "--dask",
+                help="train on a Dask cluster: a scheduler address (tcp://host:8786) or local[:N] "
+                "(a LocalCluster of N worker processes); default AGENTLB_DASK_SCHEDULER",
+            ),
+        ] = None,
         as_json: Annotated[
             bool, typer.Option("--json", help="print only the JSON summary on stdout")
         ] = False,
@@ -282,20 +366,39 @@ def register(app: typer.Typer) -> None:
         if history is not None and from_db:
             raise typer.BadParameter("give either --history or --from-db, not both")
         try:
-            with _stdout_to_stderr(as_json):
-                summary = _train_once(
-                    history,
-                    from_db,
-                    parse_since(since),
-                    simulate_if_short,
-                    config,
-                    holdout_frac,
-                    seed,
-                    skip_bad_rows,
-                    not no_export,
-                    quiet=False,
-                    tune_trials=tune,
-                )
+            target = _dask_target(dask)
+            if target is not None:
+                if tune:
+                    raise typer.BadParameter(
+                        f"--tune searches in one process; it cannot run with {target.source}"
+                    )
+                with _stdout_to_stderr(as_json):
+                    summary = _train_on_dask(
+                        target,
+                        history,
+                        from_db,
+                        parse_since(since),
+                        config,
+                        holdout_frac,
+                        seed,
+                        skip_bad_rows,
+                        not no_export,
+                    )
+            else:
+                with _stdout_to_stderr(as_json):
+                    summary = _train_once(
+                        history,
+                        from_db,
+                        parse_since(since),
+                        simulate_if_short,
+                        config,
+                        holdout_frac,
+                        seed,
+                        skip_bad_rows,
+                        not no_export,
+                        quiet=False,
+                        tune_trials=tune,
+                    )
         except AgentLBError as exc:
             raise _fail(exc) from None
         if as_json:

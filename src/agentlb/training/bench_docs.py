@@ -1,6 +1,7 @@
-"""The training-accuracy section of docs/benchmarks.md, rendered from the results file of
-`training/bench_accuracy.py` (`training/results/accuracy.json`); `agentlb.generated_docs`
-lists it."""
+"""The training sections of docs/benchmarks.md: accuracy, rendered from the results file of
+`training/bench_accuracy.py` (`training/results/accuracy.json`), and training on a Dask cluster,
+from `training/bench_dask.py` (`training/results/dask.json`); `agentlb.generated_docs` lists
+them."""
 
 from __future__ import annotations
 
@@ -62,4 +63,38 @@ def render_accuracy(document: dict[str, Any]) -> str:
     notices = [f"- {r['history']}: {r['notice']}" for r in document["results"] if r.get("notice")]
     if notices:
         lines += ["", *notices]
+    return "\n".join(lines) + "\n"
+
+
+def _gib(mb: int) -> str:
+    return f"{mb / 1024:.2f}"
+
+
+def render_dask(document: dict[str, Any]) -> str:
+    """The table of `training/bench_dask.py`'s results: one row per history size and mode."""
+    lines = [
+        f"Measured {document['measured_at']} ({document['machine']}, config {document['config']}; "
+        f"target: {document['target']}).",
+        "",
+        "| rows | mode | outcome | wall s | peak RSS per process (GiB) | largest process (GiB) | "
+        "LightGBM MAE (s) | p90 coverage |",
+        "| ---: | --- | --- | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for r in document["results"]:
+        peaks = r["peak_rss_mb"]
+        per_process = ", ".join(f"{name} {_gib(mb)}" for name, mb in peaks.items())
+        largest = _gib(max(peaks.values())) if peaks else "n/a"
+        if r["status"] == "ok":
+            outcome, mae, coverage = "trained", f"{r['lightgbm_mae']:.4f}", f"{r['p90_coverage']:.3f}"
+        else:
+            where = f" at {r['stopped_at']}" if r.get("stopped_at") else ""
+            outcome, mae, coverage = (
+                f"failed{where}: {r['error']} (cap {r['address_space_cap_gb']:g} GiB)",
+                "",
+                "",
+            )
+        lines.append(
+            f"| {r['history_rows']:,} | {r['mode']} | {outcome} | {r['wall_s']:.1f} | {per_process} | "
+            f"{largest} | {mae} | {coverage} |"
+        )
     return "\n".join(lines) + "\n"

@@ -142,25 +142,46 @@ def fit_heuristic(holdout: pd.DataFrame, train: pd.DataFrame | None = None) -> C
     )
 
 
-def fit_group_mean(
-    train: pd.DataFrame, holdout: pd.DataFrame, config: GroupMeanConfig, alpha: float
+@dataclass
+class GroupMeanTables:
+    """What the group-mean candidate learns: mean and `alpha` quantile per (agent, task type)
+    with at least `min_samples` rows (`pair`, columns mean/q), per task type (`by_type`) and
+    overall."""
+
+    keys: list[str]
+    pair: pd.DataFrame
+    by_type: pd.DataFrame
+    overall_mean: float
+    overall_q: float
+
+
+def group_mean_keys(columns: Any) -> list[str]:
+    return ["agent_id", "task_type"] if "agent_id" in columns else ["task_type"]
+
+
+def group_mean_tables(train: pd.DataFrame, config: GroupMeanConfig, alpha: float) -> GroupMeanTables:
+    import pandas as pd
+
+    y = train["duration_s"].astype(float)
+    keys = group_mean_keys(train.columns)
+    grouped = y.groupby([train[k].astype(str) for k in keys])
+    pair = pd.DataFrame({"mean": grouped.mean(), "q": grouped.quantile(alpha), "n": grouped.size()})
+    by_type = y.groupby(train["task_type"].astype(str))
+    type_table = pd.DataFrame({"mean": by_type.mean(), "q": by_type.quantile(alpha)})
+    return GroupMeanTables(
+        keys, pair[pair["n"] >= config.min_samples], type_table, float(y.mean()), float(y.quantile(alpha))
+    )
+
+
+def apply_group_mean(
+    tables: GroupMeanTables, holdout: pd.DataFrame, train_s: float, config: GroupMeanConfig
 ) -> CandidateResult:
-    """Mean (p50) and `alpha` quantile (p90) per (agent, task type) with at least `min_samples`
-    rows, else per task type, else overall."""
+    """The group-mean candidate's holdout predictions from its tables: the pair's, else the task
+    type's, else the overall mean and quantile."""
     import pandas as pd
 
     start = time.perf_counter()
-    y = train["duration_s"].astype(float)
-    keys = ["agent_id", "task_type"] if "agent_id" in train.columns else ["task_type"]
-    grouped = y.groupby([train[k].astype(str) for k in keys])
-    pair = pd.DataFrame({"mean": grouped.mean(), "q": grouped.quantile(alpha), "n": grouped.size()})
-    pair = pair[pair["n"] >= config.min_samples]
-    by_type = y.groupby(train["task_type"].astype(str))
-    type_table = pd.DataFrame({"mean": by_type.mean(), "q": by_type.quantile(alpha)})
-    overall_mean, overall_q = float(y.mean()), float(y.quantile(alpha))
-    train_s = time.perf_counter() - start
-
-    start = time.perf_counter()
+    keys, pair, type_table = tables.keys, tables.pair, tables.by_type
     index = (
         pd.MultiIndex.from_arrays([holdout[k].astype(str) for k in keys])
         if len(keys) > 1
@@ -173,8 +194,8 @@ def fit_group_mean(
     type_q = type_table["q"].reindex(types).to_numpy(dtype=np.float64)
     p50 = np.where(np.isnan(p50), type_mean, p50)
     p90 = np.where(np.isnan(p90), type_q, p90)
-    p50 = np.where(np.isnan(p50), overall_mean, p50)
-    p90 = np.where(np.isnan(p90), overall_q, p90)
+    p50 = np.where(np.isnan(p50), tables.overall_mean, p50)
+    p90 = np.where(np.isnan(p90), tables.overall_q, p90)
     elapsed = time.perf_counter() - start
     return CandidateResult(
         "group_mean",
@@ -184,6 +205,16 @@ def fit_group_mean(
         1e6 * elapsed / max(len(holdout), 1),
         {"keys": ",".join(keys), "min_samples": config.min_samples},
     )
+
+
+def fit_group_mean(
+    train: pd.DataFrame, holdout: pd.DataFrame, config: GroupMeanConfig, alpha: float
+) -> CandidateResult:
+    """Mean (p50) and `alpha` quantile (p90) per (agent, task type) with at least `min_samples`
+    rows, else per task type, else overall."""
+    start = time.perf_counter()
+    tables = group_mean_tables(train, config, alpha)
+    return apply_group_mean(tables, holdout, time.perf_counter() - start, config)
 
 
 def fit_sklearn_hgb(
@@ -273,6 +304,21 @@ def train_p50(
     return _fit_booster(spec, config.params(seed), x_train, log_y, config)
 
 
+MIN_CALIBRATION_ROWS = 20  # fewer: the p90 is fitted on every training row, without a shift
+
+
+def calibration_rows(rows: int, config: LightGBMConfig) -> int:
+    """How many of the most recent training rows calibrate the p90 (0: none)."""
+    n_calibration = int(rows * config.p90_calibration_frac)
+    return n_calibration if n_calibration >= MIN_CALIBRATION_ROWS else 0
+
+
+def higher_quantile_position(rows: int, alpha: float) -> int:
+    """The sorted position `np.quantile(values, alpha, method="higher")` takes for `rows` values
+    (numpy's own index arithmetic), so a partial sort elsewhere picks the same value."""
+    return int(np.quantile(np.arange(rows), alpha, method="higher"))
+
+
 def train_boosters(
     spec: FeatureSpec, x_train: np.ndarray, log_y: np.ndarray, config: LightGBMConfig, alpha: float, seed: int
 ) -> BoosterPair:
@@ -283,14 +329,49 @@ def train_boosters(
     alone under-covers on later data (0.85-0.88 instead of 0.90 on the simulated histories)."""
     p50 = train_p50(spec, x_train, log_y, config, seed)
     quantile = config.params(seed, objective="quantile", alpha=alpha)
-    n_calibration = int(len(log_y) * config.p90_calibration_frac)
-    if n_calibration < 20:
+    n_calibration = calibration_rows(len(log_y), config)
+    if not n_calibration:
         return BoosterPair(p50, _fit_booster(spec, quantile, x_train, log_y, config), 0.0)
     cut = len(log_y) - n_calibration
     p90 = _fit_booster(spec, quantile, x_train[:cut], log_y[:cut], config)
     residuals = log_y[cut:] - p90.predict(x_train[cut:])
     offset = float(np.quantile(residuals, alpha, method="higher"))
     return BoosterPair(p50, p90, offset)
+
+
+def lightgbm_result(
+    pair: BoosterPair,
+    x_holdout: np.ndarray,
+    train_s: float,
+    config: LightGBMConfig,
+    alpha: float,
+    seed: int,
+    **extra_params: Any,
+) -> CandidateResult:
+    """The served candidate's holdout predictions (seconds) from its boosters."""
+    start = time.perf_counter()
+    p50 = np.exp(pair.p50.predict(x_holdout))
+    p90 = np.maximum(np.exp(np.asarray(pair.p90.predict(x_holdout)) + pair.p90_log_offset), p50)
+    elapsed = time.perf_counter() - start
+    params = config.params(
+        seed,
+        num_boost_round=config.num_boost_round,
+        p90_alpha=alpha,
+        p90_calibration_frac=config.p90_calibration_frac,
+        p90_log_offset=pair.p90_log_offset,
+        **extra_params,
+    )
+    return CandidateResult(
+        "lightgbm",
+        np.asarray(p50),
+        np.asarray(p90),
+        train_s,
+        1e6 * elapsed / max(len(x_holdout), 1),
+        params,
+        p50_booster=pair.p50,
+        p90_booster=pair.p90,
+        p90_log_offset=pair.p90_log_offset,
+    )
 
 
 def fit_lightgbm(
@@ -304,26 +385,4 @@ def fit_lightgbm(
 ) -> CandidateResult:
     start = time.perf_counter()
     pair = train_boosters(spec, x_train, log_y, config, alpha, seed)
-    train_s = time.perf_counter() - start
-    start = time.perf_counter()
-    p50 = np.exp(pair.p50.predict(x_holdout))
-    p90 = np.maximum(np.exp(np.asarray(pair.p90.predict(x_holdout)) + pair.p90_log_offset), p50)
-    elapsed = time.perf_counter() - start
-    params = config.params(
-        seed,
-        num_boost_round=config.num_boost_round,
-        p90_alpha=alpha,
-        p90_calibration_frac=config.p90_calibration_frac,
-        p90_log_offset=pair.p90_log_offset,
-    )
-    return CandidateResult(
-        "lightgbm",
-        np.asarray(p50),
-        np.asarray(p90),
-        train_s,
-        1e6 * elapsed / max(len(x_holdout), 1),
-        params,
-        p50_booster=pair.p50,
-        p90_booster=pair.p90,
-        p90_log_offset=pair.p90_log_offset,
-    )
+    return lightgbm_result(pair, x_holdout, time.perf_counter() - start, config, alpha, seed)

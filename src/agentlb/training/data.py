@@ -66,9 +66,25 @@ def time_split(frame: pd.DataFrame, holdout_frac: float) -> tuple[pd.DataFrame, 
     when the history has no times). Never random: a random split leaks the future."""
     if "arrival_time" in frame.columns:
         frame = frame.sort_values("arrival_time", kind="stable")
-    n_holdout = max(1, math.ceil(len(frame) * holdout_frac))
-    cut = len(frame) - n_holdout
+    cut = split_point(len(frame), holdout_frac)
     return frame.iloc[:cut].reset_index(drop=True), frame.iloc[cut:].reset_index(drop=True)
+
+
+def split_point(rows: int, holdout_frac: float) -> int:
+    """How many of `rows` time-ordered rows are trained on: all but the most recent
+    `holdout_frac` (at least one row is held out)."""
+    return rows - max(1, math.ceil(rows * holdout_frac))
+
+
+def check_split(
+    rows: int, train_rows: int, holdout_rows: int, min_train_rows: int, min_holdout_rows: int
+) -> None:
+    """Refuse a split too small to train and evaluate on."""
+    if train_rows < min_train_rows or holdout_rows < min_holdout_rows:
+        raise HistoryValidationError(
+            f"too little history to train: {rows} successful tasks give {train_rows} training and "
+            f"{holdout_rows} holdout rows; need at least {min_train_rows} and {min_holdout_rows}"
+        )
 
 
 def prepare_history(
@@ -85,11 +101,7 @@ def prepare_history(
     validated = validate_history(load_history_frame(source), skip_bad_rows=skip_bad_rows)
     rows, dropped = training_rows(validated.frame)
     train, holdout = time_split(rows, holdout_frac)
-    if len(train) < min_train_rows or len(holdout) < min_holdout_rows:
-        raise HistoryValidationError(
-            f"too little history to train: {len(rows)} successful tasks give {len(train)} training and "
-            f"{len(holdout)} holdout rows; need at least {min_train_rows} and {min_holdout_rows}"
-        )
+    check_split(len(rows), len(train), len(holdout), min_train_rows, min_holdout_rows)
     return PreparedHistory(rows, train, holdout, list(validated.rejected), dropped)
 
 

@@ -69,7 +69,7 @@ def fit_candidates(
 ) -> tuple[list[CandidateResult], list[CandidateFailure]]:
     """Every enabled candidate fitted and scored on the holdout, or recorded as failed."""
     alpha, seed, spec = config.p90_alpha, config.seed, selection.spec
-    plan: list[tuple[str, float, Callable[[], CandidateResult]]] = [
+    plan: Plan = [
         ("heuristic", 0.2, lambda: fit_heuristic(prepared.holdout, prepared.train)),
         (
             "group_mean",
@@ -95,6 +95,17 @@ def fit_candidates(
         )
     )
     actual = prepared.holdout["duration_s"].to_numpy(dtype=np.float64)
+    return fit_each(plan, actual, alpha, report)
+
+
+Plan = list[tuple[str, float, Callable[[], CandidateResult]]]
+
+
+def fit_each(
+    plan: Plan, actual: np.ndarray, alpha: float, report: Report
+) -> tuple[list[CandidateResult], list[CandidateFailure]]:
+    """Run each (name, progress fraction, fit) of the plan and score it on the holdout's
+    `actual` seconds; a fit that raises is recorded as a failure and the others go on."""
     results: list[CandidateResult] = []
     failures: list[CandidateFailure] = []
     for name, fraction, fit in plan:

@@ -14,6 +14,7 @@ import json
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,27 +77,42 @@ def runs_view_url(tracking_ui: str, experiment_id: str) -> str:
     )
 
 
-def _dataset_inputs(parts: dict[str, pd.DataFrame]) -> list[Any]:
-    """The training and holdout frames as MLflow datasets: digest = our content hash of the whole
-    frame, profile = its size, schema inferred from its first SCHEMA_SAMPLE_ROWS rows (MLflow's
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What a run records of a training or holdout set: its first rows (for the schema), our
+    content hash of all of it, its rows and cells; summed partition by partition on a cluster."""
+
+    sample: pd.DataFrame
+    digest: str
+    rows: int
+    elements: int
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> DatasetSummary:
+        return cls(frame.head(SCHEMA_SAMPLE_ROWS), frame_hash(frame), len(frame), int(frame.size))
+
+
+def summarised_inputs(parts: dict[str, DatasetSummary]) -> list[Any]:
+    """The training and holdout sets as MLflow datasets: digest = our content hash of the whole
+    set, profile = its size, schema inferred from its first SCHEMA_SAMPLE_ROWS rows (MLflow's
     inference looks at every value: ~30 s per million rows)."""
     from mlflow.data.pandas_dataset import from_pandas
     from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     inputs = []
-    for context, frame in parts.items():
-        sample = from_pandas(frame.head(SCHEMA_SAMPLE_ROWS), targets="duration_s", name=f"history-{context}")
+    for context, summary in parts.items():
+        sample = from_pandas(summary.sample, targets="duration_s", name=f"history-{context}")
         with warnings.catch_warnings():  # its hint on integer columns concerns model signatures
             warnings.filterwarnings("ignore", category=UserWarning, module="mlflow.types.utils")
             described = sample._to_mlflow_entity()
         entity = Dataset(
             name=described.name,
-            digest=frame_hash(frame),
+            digest=summary.digest,
             source_type=described.source_type,
             source=described.source,
             schema=described.schema,
-            profile=json.dumps({"num_rows": len(frame), "num_elements": int(frame.size)}),
+            profile=json.dumps({"num_rows": summary.rows, "num_elements": summary.elements}),
         )
         inputs.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
     return inputs
@@ -123,7 +139,7 @@ def start_run(
 
 
 def dataset_inputs(train: pd.DataFrame, holdout: pd.DataFrame) -> list[Any]:
-    return _dataset_inputs({"training": train, "holdout": holdout})
+    return summarised_inputs({"training": DatasetSummary.of(train), "holdout": DatasetSummary.of(holdout)})
 
 
 def log_failure(client: MlflowClient, run_id: str, error: BaseException) -> str:
