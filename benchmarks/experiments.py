@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agentlb.experiments.design import Arm, design
 from agentlb.experiments.docs import render_markdown
-from agentlb.generated_docs import write_generated
+from agentlb.generated_docs import write_sections_of
 from agentlb.sim.experiment import simulate_experiments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,8 +66,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     section = render_markdown(results)
-    if not args.no_doc and args.out.resolve() == RESULTS.resolve():
-        write_generated(REPO, ["experiments"])
+    if not args.no_doc:
+        write_sections_of(REPO, args.out)
     print(section)
 
 

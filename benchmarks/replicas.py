@@ -58,7 +58,7 @@ from load_test import raise_fd_limit, run_wrk, warm, wrk_script
 
 from agentlb.cluster import Cluster, ClusterSpec, default_template, find_haproxy
 from agentlb.cluster.supervisor import free_port
-from agentlb.generated_docs import write_generated
+from agentlb.generated_docs import write_sections_of
 from agentlb.replication.bench_docs import THROUGHPUT_CONFIGS, render_replicas
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -496,8 +496,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     print(render_replicas(document))
-    if args.out.resolve() == RESULTS.resolve():
-        write_generated(ROOT, ["replicas"])
+    write_sections_of(ROOT, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any
 
 from agentlb.domain import Agent, TaskOutcome, TaskRequest
 from agentlb.experiments.docs import render_shadow_overhead
-from agentlb.generated_docs import write_generated
+from agentlb.generated_docs import write_sections_of
 from agentlb.service import AgentLBService
 from agentlb.settings import MODEL_NAME, Settings, load_settings
 from agentlb.training.config import HGBConfig, LightGBMConfig, TrainingConfig
@@ -122,8 +122,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=1) + "\n")
     section = render_shadow_overhead(summary)
-    if not args.no_doc and args.out.resolve() == RESULTS.resolve():
-        write_generated(REPO, ["shadow-overhead"])
+    if not args.no_doc:
+        write_sections_of(REPO, args.out)
     print(section)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from agentlb.balancer import Balancer, BalancerConfig
 from agentlb.cli.core_cmds import TASK_TYPES, load_predictor, warmed_balancer
 from agentlb.domain import TaskOutcome, TaskRequest
-from agentlb.generated_docs import write_generated
+from agentlb.generated_docs import write_sections_of
 from agentlb.replication import SharedCounters, SharedTracker, export_state, import_state
 from agentlb.replication.bench_docs import render_shared_state
 from agentlb.replication.redis_log import Extras, RedisFleetLog
@@ -158,7 +158,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(document, indent=2) + "\n")
     print(render_shared_state(document))
-    write_generated(ROOT, ["shared-state"])
+    write_sections_of(ROOT, RESULTS)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "training" / "results" / "accuracy.json"
 LIBRARY_DEFAULTS: dict[str, Any] = {"objective": "regression", "verbosity": -1}
 LIBRARY_DEFAULT_ROUNDS = 100
 
@@ -154,7 +153,7 @@ def main() -> None:
     parser.add_argument("--tune", type=int, default=0, help="also train with --tune N and compare")
     parser.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     args = parser.parse_args()
-    from agentlb.generated_docs import write_generated
+    from agentlb.generated_docs import write_sections_of
     from agentlb.training.bench_docs import render_accuracy
 
     document = measure(args)
@@ -162,8 +161,8 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(document, indent=2, default=str) + "\n")
     print(render_accuracy(document), end="")
-    if args.out and args.out.resolve() == RESULTS.resolve():
-        write_generated(ROOT, ["training-accuracy"])
+    if args.out:
+        write_sections_of(ROOT, args.out)
 
 
 if __name__ == "__main__":

@@ -347,9 +347,9 @@ def main() -> None:
         document["results"] = sorted(kept + document["results"], key=lambda r: (r["history_rows"], r["mode"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2) + "\n")
-    from agentlb.generated_docs import write_generated
+    from agentlb.generated_docs import write_sections_of
 
-    written = write_generated(ROOT, ["training-dask"])
+    written = write_sections_of(ROOT, args.out)
     print(f"wrote {args.out}; docs sections rewritten: {[s.name for s in written]}", file=sys.stderr)
 
 

@@ -125,3 +125,12 @@ def write_generated(root: Path, names: Sequence[str] | None = None) -> list[Sect
     for section in written:
         write_section(section)
     return written
+
+
+def write_sections_of(root: Path, results_file: Path) -> list[Section]:
+    """After a benchmark wrote `results_file`: rewrite the sections rendered from it, when it is
+    one of the committed results files under `root` (a results file written elsewhere, e.g. a
+    trial run's, leaves the docs alone). Returns the sections written."""
+    written = results_file.resolve()
+    names = [g.name for g in SECTIONS if any((root / path).resolve() == written for path in g.results)]
+    return write_generated(root, names) if names else []

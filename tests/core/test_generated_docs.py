@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from agentlb.cli import app
 from agentlb.doc_sections import DocSectionError, Section, markers, read_section, write_section
-from agentlb.generated_docs import NAMES, SECTIONS, render_sections
+from agentlb.generated_docs import NAMES, SECTIONS, render_sections, write_sections_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,3 +64,14 @@ def test_missing_results_markers_and_names_are_clear_errors(tmp_path: Path) -> N
         read_section(root / "README.md", "readme-model")
     result = CliRunner().invoke(app, ["render-tables", "--root", str(root), "--only", "readme,replicas"])
     assert result.exit_code == 2 and "unknown generated sections ['readme']" in result.output
+
+
+def test_a_benchmark_rewrites_the_sections_of_the_results_file_it_wrote(tmp_path: Path) -> None:
+    root = _copy_checkout(tmp_path)
+    doc = root / "docs" / "benchmarks.md"
+    before = doc.read_text(encoding="utf-8")
+    write_section(Section(doc, "replicas", "typed by hand"))
+    assert write_sections_of(root, tmp_path / "elsewhere.json") == []
+    written = write_sections_of(root, root / "benchmarks" / "results" / "replicas.json")
+    assert [s.name for s in written] == ["replicas"]
+    assert doc.read_text(encoding="utf-8") == before

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agentlb.errors import AgentLBError
+from agentlb.sim.benchmark import TUNING_SEED_OFFSET
 from agentlb.sim.scenarios import SCENARIO_NAMES
 from agentlb.sim.simulator import SIM_STRATEGIES
 
@@ -149,7 +150,10 @@ def register(app: typer.Typer) -> None:
         ] = "all",
         seeds: Annotated[int, typer.Option(min=1)] = 5,
         first_seed: Annotated[
-            int, typer.Option(min=0, help="first seed; 500000 for the tuning seeds the benchmark never uses")
+            int,
+            typer.Option(
+                min=0, help=f"first seed; {TUNING_SEED_OFFSET} for the tuning seeds the benchmark never uses"
+            ),
         ] = 0,
         tasks: Annotated[int, typer.Option(min=10, help="tasks per run")] = 5000,
         load: Annotated[float | None, typer.Option(help="offered load for every scenario")] = None,
@@ -228,9 +232,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         check: Annotated[bool, typer.Option("--check", help="fail if a committed section is stale")] = False,
     ) -> None:
-        """Render every generated section of README.md and docs/benchmarks.md (decision quality,
-        training accuracy, shared state, replicas, experiments, shadow overhead) from the
-        committed results files."""
+        """Render every generated section of README.md and docs/benchmarks.md (the list is
+        `agentlb.generated_docs.SECTIONS`) from the committed results files."""
         from agentlb.doc_sections import write_section
         from agentlb.generated_docs import stale
 
