@@ -38,6 +38,9 @@ WARMUP_STRATEGY = "least_connection"
 WARMUP_SERVED_STRATEGY = "predictive"
 SERVED_WARMUP_MIN_TASKS = 200
 WARMUP_SEED_OFFSET = 1_000_003
+# the tuning seeds (`agentlb tune-weights`, `agentlb benchmark --first-seed 500000`) start here;
+# the benchmark's own seeds (from 0) never reach them
+TUNING_SEED_OFFSET = 500_000
 Progress = Callable[[int, int, str], None]
 
 
@@ -50,9 +53,7 @@ class BenchmarkConfig:
     strategies: tuple[str, ...] = SIM_STRATEGIES
     seeds: int = 5
     tasks: int = 5000
-    # seeds run are first_seed .. first_seed + seeds - 1; tune on TUNING_SEED_OFFSET (500000),
-    # which the benchmark's own seeds (from 0) never reach
-    first_seed: int = 0
+    first_seed: int = 0  # seeds run: first_seed .. first_seed + seeds - 1
     load: float | None = None
     predictor: str = "heuristic"
     fleet_path: str | None = None
@@ -61,6 +62,10 @@ class BenchmarkConfig:
     warmup_tasks: int = 2000
     workers: int = 1
     keep_samples: bool = True
+
+    @property
+    def seed_range(self) -> range:
+        return range(self.first_seed, self.first_seed + self.seeds)
 
     def validate(self) -> None:
         unknown = sorted(set(self.scenarios) - set(SCENARIO_NAMES))
@@ -386,8 +391,7 @@ def run_benchmark_with_samples(
     config.validate()
     if config.predictor == "model":
         load_model_fitter()
-    seeds = range(config.first_seed, config.first_seed + config.seeds)
-    jobs = [(s, seed) for s in config.scenarios for seed in seeds]
+    jobs = [(s, seed) for s in config.scenarios for seed in config.seed_range]
     per_job = len(config.strategies)
     total = len(jobs) * per_job
     items: list[dict[str, Any]] = []

@@ -20,13 +20,18 @@ from agentlb.balancer import BalancerConfig
 from agentlb.errors import SimulationError
 from agentlb.predictor.base import PredictorRef
 from agentlb.settings import HYBRID_COMPONENTS, SPEC_HYBRID_WEIGHTS, normalise_weights
-from agentlb.sim.benchmark import BenchmarkConfig, build_workload, fit_warmup_predictor, single_threaded
+from agentlb.sim.benchmark import (
+    TUNING_SEED_OFFSET,
+    BenchmarkConfig,
+    build_workload,
+    fit_warmup_predictor,
+    single_threaded,
+)
 from agentlb.sim.metrics import run_metrics
 from agentlb.sim.scenarios import SCENARIO_NAMES
 from agentlb.sim.simulator import RunConfig, simulate
 from agentlb.sim.workload import SimTask
 
-TUNING_SEED_OFFSET = 500_000
 SCORE_FLOOR = 0.5
 DEFAULT_TUNING_SCENARIOS = ("homogeneous", "heterogeneous", "specialists", "degradation", "surveillance")
 Progress = Callable[[int, int, str], None]
@@ -85,14 +90,14 @@ def _cases(config: TuneConfig) -> list[_Case]:
         scenarios=config.scenarios,
         strategies=("hybrid",),
         seeds=config.seeds,
+        first_seed=TUNING_SEED_OFFSET,
         tasks=config.tasks,
         predictor=config.predictor,
         warmup_tasks=config.warmup_tasks,
     )
     cases = []
     for scenario in config.scenarios:
-        for k in range(config.seeds):
-            seed = TUNING_SEED_OFFSET + k
+        for seed in bench.seed_range:
             workload = build_workload(bench, scenario, seed)
             predictor = None
             if config.predictor == "model":
@@ -158,7 +163,7 @@ def tune_weights(config: TuneConfig, progress: Progress | None = None) -> dict[s
     return {
         "config": {
             "scenarios": list(config.scenarios),
-            "seeds": [TUNING_SEED_OFFSET + k for k in range(config.seeds)],
+            "seeds": list(range(TUNING_SEED_OFFSET, TUNING_SEED_OFFSET + config.seeds)),
             "tasks": config.tasks,
             "predictor": config.predictor,
             "step": config.step,
