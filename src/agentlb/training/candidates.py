@@ -313,12 +313,6 @@ def calibration_rows(rows: int, config: LightGBMConfig) -> int:
     return n_calibration if n_calibration >= MIN_CALIBRATION_ROWS else 0
 
 
-def higher_quantile_position(rows: int, alpha: float) -> int:
-    """The sorted position `np.quantile(values, alpha, method="higher")` takes for `rows` values
-    (numpy's own index arithmetic), so a partial sort elsewhere picks the same value."""
-    return int(np.quantile(np.arange(rows), alpha, method="higher"))
-
-
 def train_boosters(
     spec: FeatureSpec, x_train: np.ndarray, log_y: np.ndarray, config: LightGBMConfig, alpha: float, seed: int
 ) -> BoosterPair:
