@@ -3,7 +3,11 @@
 One `day=YYYY-MM-DD/part-0.parquet` per UTC day of arrival, written one day at a time from
 the store (the exporting process holds one day, never the whole history), every file with the
 same columns and types, so `read_partitioned_history` (and any Parquet reader) reads it lazily.
-Rows are written as stored; the reader validates them.
+The types are one Arrow schema for the whole export, derived from what the store holds in each
+column over the exported range, never guessed file by file: a column with no value on one day
+(`fallback_used` on a day of outcomes reported without a dispatch, an attribute some days
+lack) has the type it has on the other days. Rows are written as stored; the reader validates
+them.
 """
 
 from __future__ import annotations
@@ -13,15 +17,23 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from agentlb.errors import HistoryValidationError
+from agentlb.store.history_reader import ColumnProfile
 from agentlb.training.distributed.source import (
     DAY_S,
+    HistoryLayout,
     conform,
     history_partitions,
     is_attribute,
     read_store_range,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 PARTITION_CHOICES: tuple[str, ...] = ("day",)
 
@@ -47,8 +59,12 @@ def export_partitioned_history(
     export leaves no half-written dataset. An existing non-empty `directory` is replaced only
     with `overwrite`, and only when it holds nothing but `day=` partitions.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     _check_target(directory, overwrite)
     layout = history_partitions(db_url=db_url, since=since, until=until, partition_s=DAY_S)
+    schema = dataset_schema(layout)
     attributes = [str(c) for c in layout.meta.columns if is_attribute(str(c))]
     staging = directory.parent / f".{directory.name}.partial-{uuid.uuid4().hex[:8]}"
     rows = 0
@@ -66,9 +82,10 @@ def export_partitioned_history(
             target = staging / f"day={day}"
             target.mkdir()
             try:
-                frame.to_parquet(target / "part-0.parquet", index=False)
-            except (TypeError, ValueError) as exc:  # pyarrow: a column mixing types
+                table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+            except (TypeError, ValueError) as exc:  # pyarrow: a value the column's type cannot hold
                 raise HistoryValidationError(f"{partition.label}: cannot write as Parquet: {exc}") from None
+            pq.write_table(table, target / "part-0.parquet")
             rows += len(frame)
             days.append(day)
         _replace(staging, directory)
@@ -76,6 +93,43 @@ def export_partitioned_history(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ExportReport(rows, days, directory)
+
+
+def dataset_schema(layout: HistoryLayout) -> pa.Schema:
+    """The Arrow schema of every file of the dataset.
+
+    A column's type follows the dtype a whole read gives it (`layout.meta`); a column of Python
+    objects (true/false with some values missing, or no value at all) takes its type from what
+    the store holds in it over the whole export, so that a day on which it has no value writes
+    it with the type of the days on which it has one.
+    """
+    import pyarrow as pa
+
+    schema = pa.Schema.from_pandas(layout.meta, preserve_index=False)
+    for index, (column, dtype) in enumerate(layout.meta.dtypes.items()):
+        name = str(column)
+        if dtype != np.dtype("object"):
+            continue
+        profile = layout.profiles.get(name, ColumnProfile("null", True))
+        schema = schema.set(index, pa.field(name, _object_column_type(name, profile)))
+    return schema
+
+
+def _object_column_type(name: str, profile: ColumnProfile) -> pa.DataType:
+    import pyarrow as pa
+
+    if profile.kind == "bool":
+        return pa.bool_()
+    if profile.kind == "null":
+        return pa.null()
+    if profile.kind == "text":
+        return pa.large_string()
+    if profile.kind in ("int", "float"):
+        return pa.float64()
+    raise HistoryValidationError(
+        f"column {name!r} holds values of more than one kind (numbers, text, true/false) in the "
+        "exported history; a Parquet dataset needs one type per column"
+    )
 
 
 def _day(epoch: float) -> str:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,10 +61,12 @@ class HistoryPartition:
 
 @dataclass(frozen=True)
 class HistoryLayout:
-    """The partitions of a history, in arrival-time order, and the frame every one is given."""
+    """The partitions of a history, in arrival-time order, the frame every one is given and
+    what each column holds over the whole history (none for a CSV file, whose dtypes are read)."""
 
     partitions: list[HistoryPartition]
     meta: pd.DataFrame
+    profiles: Mapping[str, ColumnProfile] = field(default_factory=dict)
 
     @property
     def rows(self) -> list[int | None]:
@@ -385,7 +387,7 @@ def _dataset_layout(directory: Path) -> HistoryLayout:
     ]
     if not partitions:
         raise HistoryValidationError(f"history dataset {directory} has no data rows")
-    return HistoryLayout(partitions, meta_frame(columns, profiles))
+    return HistoryLayout(partitions, meta_frame(columns, profiles), profiles)
 
 
 def _check_arrival_order(files: Sequence[Path], facts: Sequence[_ParquetFacts]) -> None:
@@ -418,7 +420,7 @@ def _file_layout(path: Path) -> HistoryLayout:
         profiles = dict(fact.profiles)
         profiles.setdefault("success", ColumnProfile("bool", False))
         partitions = [HistoryPartition(str(path), fact.rows, path=path)]
-        return HistoryLayout(partitions, meta_frame(columns, profiles))
+        return HistoryLayout(partitions, meta_frame(columns, profiles), profiles)
     # A CSV file's dtypes are only known once read: it is one partition, so read it once here.
     partition = HistoryPartition(str(path), None, path=path)
     frame = _validated(read_history(path), partition, skip_bad_rows=True)
@@ -467,7 +469,7 @@ def _store_layout(db_url: str, since: float | None, until: float | None, partiti
         profiles[always_there] = ColumnProfile("text", False)
     attributes = sorted(c for c in profiles if is_attribute(c))
     columns = [*RESERVED_COLUMN_ORDER, *AGENT_STATE_FEATURES, *attributes]
-    return HistoryLayout(partitions, meta_frame(columns, profiles))
+    return HistoryLayout(partitions, meta_frame(columns, profiles), profiles)
 
 
 def _window(since: float | None, until: float | None) -> str:
