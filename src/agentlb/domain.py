@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from agentlb.regimes import Regime
+
 AttributeValue = str | float | int | bool | None
 _T = TypeVar("_T")
 
@@ -247,6 +249,8 @@ class FleetSnapshot:
     fleet_ewma_by_type: Mapping[str, float]
     fleet_ewma_s: float | None
     index: Mapping[str, int] = field(default_factory=dict)
+    # Agents running slower than the model predicts right now (agentlb.regimes), by id.
+    regimes: Mapping[str, Regime] = field(default_factory=dict)
 
     @property
     def columns(self) -> FleetColumns | None:

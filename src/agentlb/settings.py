@@ -88,6 +88,17 @@ class Settings(BaseSettings):
     in_flight_expiry_s: float = Field(default=3600.0, gt=0)
     ewma_alpha: float = Field(default=0.2, gt=0, le=1)
     peak_ewma_decay_s: float = Field(default=10.0, gt=0)
+    regime_detection: bool = Field(
+        default=True,
+        description="Detect agents running slower than the model predicts (Page-Hinkley on each "
+        "agent's log residuals) and scale the model's predictions for them while it lasts.",
+    )
+    regime_memory_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long a detected slow-down's evidence speaks: the factor fades towards 1 "
+        "with this time constant from the start of the latest work that showed it.",
+    )
     model_shortlist: int = Field(
         default=16,
         ge=0,

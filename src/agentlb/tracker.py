@@ -39,6 +39,7 @@ from agentlb.errors import (
     UnknownAgentError,
     UnknownTaskError,
 )
+from agentlb.regimes import Regime, RegimeConfig, RegimeDetector
 
 Clock = Callable[[], float]
 # What the balancer decided for a dispatch (strategy, fallback used, panic): an event log that
@@ -55,6 +56,7 @@ class TrackerConfig:
     success_alpha: float = 0.1
     peak_ewma_decay_s: float = 10.0
     in_flight_expiry_s: float = 3600.0
+    regimes: RegimeConfig = field(default_factory=RegimeConfig)
 
 
 @dataclass
@@ -91,6 +93,13 @@ class _AgentRecord:
     # (slope, trend) of `load_samples`, computed on first read and kept until a sample is added
     # (heartbeats do not move it).
     trend_cell: TrendCell | None = None
+    regime: RegimeDetector = field(default_factory=RegimeDetector)
+    # The regime factor a task's recorded prediction carries (only where it is not 1), so its
+    # residual is taken against the model's own prediction.
+    dispatch_factor: dict[str, float] = field(default_factory=dict)
+    # The duration EWMAs (overall, per type, variance per type) before the evidence of the
+    # current regime (or of one building up) began.
+    pre_regime: tuple[float | None, dict[str, float], dict[str, float]] | None = None
 
 
 class AgentLoadTracker:
@@ -125,6 +134,7 @@ class AgentLoadTracker:
         self._type_counts: dict[str, int] = {}
         self._overall_sum = 0.0
         self._overall_count = 0
+        self._regimes: Mapping[str, Regime] = MappingProxyType({})
 
     # --- registry -------------------------------------------------------------------
     def register(self, agent: Agent, registered_at: float | None = None) -> None:
@@ -156,6 +166,8 @@ class AgentLoadTracker:
                 self._overall_sum -= record.ewma_s
                 self._overall_count -= 1
             del self._agents[agent_id]
+            if agent_id in self._regimes:
+                self._regimes = MappingProxyType({k: v for k, v in self._regimes.items() if k != agent_id})
             self._fleet_cache = None
             self._rebuild_all()
 
@@ -191,6 +203,8 @@ class AgentLoadTracker:
             record = self._record_for_new_task(agent_id, task.task_id)
             now = self.clock() if dispatched_at is None else dispatched_at
             entry = InFlightTask(task.task_id, task.task_type, now, predicted_service_s)
+            if predicted_service_s and record.regime.level > 0.0:
+                record.dispatch_factor[task.task_id] = record.regime.factor_at(now, self.config.regimes)
             record.in_flight[task.task_id] = entry
             if record.in_flight_log is not None:
                 record.in_flight_log.append(entry)
@@ -228,6 +242,7 @@ class AgentLoadTracker:
                 record.in_flight_log = None
                 del self._task_agent[entry.task_id]
                 self._remember_finished(entry.task_id, outcome.agent_id, outcome)
+                self._observe_regime(record, outcome, entry, now)
             self._observe(record, outcome, task_type, now)
             if outcome.success and task_type is not None:
                 self._types_changed(record, (task_type,))
@@ -318,6 +333,7 @@ class AgentLoadTracker:
                 stale = [t for t, e in record.in_flight.items() if e.dispatched_at < horizon]
                 for task_id in stale:
                     del record.in_flight[task_id]
+                    record.dispatch_factor.pop(task_id, None)
                     del self._task_agent[task_id]
                     expired.append(task_id)
                 if stale:
@@ -373,6 +389,7 @@ class AgentLoadTracker:
                     "_generation": self._generation,
                     "_static": self._static,
                     "_ejected_bound": self._ejected_bound,
+                    "regimes": self._regimes,
                 },
             )
 
@@ -524,6 +541,61 @@ class AgentLoadTracker:
         else:
             record.peak_cost_s = record.peak_cost_s * weight + duration * (1.0 - weight)
         record.peak_stamp = now
+
+    def _observe_regime(
+        self, record: _AgentRecord, outcome: TaskOutcome, entry: InFlightTask, now: float
+    ) -> None:
+        """Feed the agent's regime detector the completion's log residual against the model's
+        prediction recorded at dispatch (agentlb.regimes); a failure or a task without a
+        prediction says nothing about speed."""
+        factor = record.dispatch_factor.pop(entry.task_id, 1.0)
+        predicted = entry.predicted_service_s
+        config = self.config.regimes
+        if not (config.enabled and outcome.success and predicted and outcome.duration_s > 0):
+            return
+        residual = math.log(outcome.duration_s * factor / predicted)
+        if record.regime.level <= 0.0 and record.regime.cum <= 0.0:
+            # no evidence of a change is building up: the EWMAs a regime would restore
+            record.pre_regime = (record.ewma_s, dict(record.ewma_by_type), dict(record.var_by_type))
+        if record.regime.observe(residual, entry.task_type, now - outcome.duration_s, config):
+            self._publish_regime(record)
+
+    def _republish_regimes(self) -> None:
+        """The snapshot's regimes rebuilt from every agent's detector (after a state import)."""
+        config = self.config.regimes
+        regimes = {r.agent.id: regime for r in self._agents.values() if (regime := r.regime.regime(config))}
+        self._regimes = MappingProxyType(regimes)
+
+    def _publish_regime(self, record: _AgentRecord) -> None:
+        """Copy-on-write update of the snapshot's regimes (handed-out snapshots keep theirs).
+        A regime's end restores the agent's duration EWMAs to what they were before its evidence
+        began, so the slowed work's durations stop speaking for an agent that runs as usual again."""
+        regimes = dict(self._regimes)
+        regime = record.regime.regime(self.config.regimes)
+        was_in = record.agent.id in regimes
+        if regime is None:
+            regimes.pop(record.agent.id, None)
+            if was_in and self.config.regimes.restore_ewmas:
+                self._restore_ewmas(record)
+        else:
+            regimes[record.agent.id] = regime
+        self._regimes = MappingProxyType(regimes)
+
+    def _restore_ewmas(self, record: _AgentRecord) -> None:
+        saved, record.pre_regime = record.pre_regime, None
+        if saved is None:
+            return
+        ewma_s, by_type, var_by_type = saved
+        if ewma_s is not None and record.ewma_s is not None:
+            self._overall_sum += ewma_s - record.ewma_s
+            record.ewma_s = ewma_s
+        restored = [t for t in by_type if t in record.ewma_by_type]
+        for task_type in restored:
+            self._type_sums[task_type] += by_type[task_type] - record.ewma_by_type[task_type]
+            record.ewma_by_type[task_type] = by_type[task_type]
+            record.var_by_type[task_type] = var_by_type.get(task_type, record.var_by_type[task_type])
+        self._types_changed(record, restored)
+        self._invalidate(record, learned=True)
 
     def _state_of(self, record: _AgentRecord) -> AgentState:
         if record.cached is None:

@@ -151,7 +151,9 @@ def completion_times(
     if len(candidates) >= COLUMNS_MIN_CANDIDATES_RICH:
         predictions = completion_arrays(task, candidates, snapshot, predictor)
         return [predictions.at(i) for i in range(len(candidates))]
-    service = predictor.predict_service(task, candidates, snapshot)
+    service = regime_corrected(
+        predictor, predictor.predict_service(task, candidates, snapshot), candidates, snapshot
+    )
     result = []
     for i, state in enumerate(candidates):
         wait = expected_wait_s(state, snapshot)
@@ -168,7 +170,9 @@ def completion_arrays(
     predictor: Predictor,
 ) -> PredictionMapping:
     """`completion_times` as arrays keyed by agent id, with the same arithmetic."""
-    service = predictor.predict_service(task, candidates, snapshot)
+    service = regime_corrected(
+        predictor, predictor.predict_service(task, candidates, snapshot), candidates, snapshot
+    )
     view = candidate_view(task.task_type, candidates, snapshot)
     p50 = np.array(service.p50_s, dtype=np.float64)
     p90_raw = np.asarray(service.p90_s, dtype=np.float64)
@@ -177,6 +181,26 @@ def completion_arrays(
     if wait is None:
         return PredictionMapping(view, p50, p90, p50, p90, np.zeros(view.n))
     return PredictionMapping(view, wait + p50, wait + p90, p50, p90, wait)
+
+
+def regime_corrected(
+    predictor: Predictor,
+    service: ServicePrediction,
+    candidates: Sequence[AgentState],
+    snapshot: FleetSnapshot,
+) -> ServicePrediction:
+    """The service prediction times each candidate's slow-down factor (agentlb.regimes), for
+    predictors that declare `regime_corrected`: a trained model says how long a task takes on an
+    agent as it usually runs, the regime how this agent runs right now. The heuristic's EWMAs
+    follow the agent already and are left as they are."""
+    regimes = snapshot.regimes
+    if not regimes or not getattr(predictor, "regime_corrected", False):
+        return service
+    now = snapshot.now
+    factors = np.array(
+        [regime.factor(now) if (regime := regimes.get(s.agent.id)) is not None else 1.0 for s in candidates]
+    )
+    return ServicePrediction(np.asarray(service.p50_s) * factors, np.asarray(service.p90_s) * factors)
 
 
 def queueing_waits(

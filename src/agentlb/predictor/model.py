@@ -137,6 +137,9 @@ def _load_booster(path: Path) -> lgb.Booster:
 class ModelPredictor:
     """p50 and p90 service time of a task on each candidate agent, from two LightGBM boosters."""
 
+    # The balancer scales its predictions by each agent's slow-down regime (agentlb.regimes).
+    regime_corrected = True
+
     def __init__(
         self,
         p50: lgb.Booster,

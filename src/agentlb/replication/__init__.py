@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentlb.balancer import Balancer, BalancerConfig
 from agentlb.predictor.base import PredictorRef
+from agentlb.regimes import RegimeConfig
 from agentlb.replication.events import FleetEvent, SharedCounters, apply_event
 from agentlb.replication.shared import InProcessLog, SharedTracker, SlotChange
 from agentlb.replication.state import export_state, import_state, state_digest
@@ -62,6 +63,7 @@ def open_live_state(settings: Settings, store: Store, predictor: PredictorRef, c
         ewma_alpha=settings.ewma_alpha,
         peak_ewma_decay_s=settings.peak_ewma_decay_s,
         in_flight_expiry_s=settings.in_flight_expiry_s,
+        regimes=RegimeConfig(enabled=settings.regime_detection, memory_s=settings.regime_memory_s),
     )
     balancer_config = BalancerConfig.from_settings(settings)
     if settings.redis_url:

@@ -14,6 +14,7 @@ from collections import OrderedDict, deque
 from typing import Any
 
 from agentlb.domain import InFlightTask
+from agentlb.regimes import RegimeDetector
 from agentlb.replication.events import agent_document, agent_of
 from agentlb.tracker import TREND_WINDOW, AgentLoadTracker, _AgentRecord
 
@@ -53,6 +54,7 @@ def import_state(tracker: AgentLoadTracker, state: dict[str, Any]) -> None:
         tracker._overall_sum = float(state["overall_sum"])
         tracker._overall_count = int(state["overall_count"])
         tracker._fleet_cache = None
+        tracker._republish_regimes()
         tracker._rebuild_all()
 
 
@@ -88,6 +90,9 @@ def _record_document(r: _AgentRecord) -> dict[str, Any]:
         "consecutive_failures": r.consecutive_failures,
         "ejected_until": r.ejected_until,
         "times_ejected": r.times_ejected,
+        "regime": r.regime.to_document(),
+        "dispatch_factor": dict(r.dispatch_factor),
+        "pre_regime": None if r.pre_regime is None else [r.pre_regime[0], r.pre_regime[1], r.pre_regime[2]],
     }
 
 
@@ -118,4 +123,19 @@ def _record_of(d: dict[str, Any]) -> _AgentRecord:
         consecutive_failures=int(d["consecutive_failures"]),
         ejected_until=float(d["ejected_until"]),
         times_ejected=int(d["times_ejected"]),
+        # A checkpoint written before regimes were kept has none: the detector starts afresh.
+        regime=RegimeDetector.from_document(d.get("regime", {})),
+        dispatch_factor={k: float(v) for k, v in d.get("dispatch_factor", {}).items()},
+        pre_regime=_pre_regime_of(d.get("pre_regime")),
+    )
+
+
+def _pre_regime_of(raw: list[Any] | None) -> tuple[float | None, dict[str, float], dict[str, float]] | None:
+    if raw is None:
+        return None
+    ewma_s, by_type, var_by_type = raw
+    return (
+        None if ewma_s is None else float(ewma_s),
+        {k: float(v) for k, v in by_type.items()},
+        {k: float(v) for k, v in var_by_type.items()},
     )
