@@ -254,6 +254,8 @@ def canonical_dtype(column: str, profile: ColumnProfile) -> Any:
         return np.dtype("int64")
     if kind == "bool" and not nulls:
         return np.dtype("bool")
+    if kind == "bool" and is_attribute(column):
+        return pd.BooleanDtype()
     if kind == "text":
         return pd.StringDtype(na_value=np.nan)
     return np.dtype("object")
