@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from agentlb.errors import HistoryValidationError
-from agentlb.features import FeatureSpec
-from agentlb.history import read_history, validate_history
+from agentlb.features import AGENT_STATE_FEATURES, FeatureSpec
+from agentlb.history import NUMERIC_RESERVED, TIME_COLUMNS, read_history, validate_history
+from agentlb.store.history_reader import FLOAT_COLUMNS
 
 GOOD_CSV = """task_id,arrival_time,agent_id,success,task_type,duration_s,complexity,tokens,agent_in_flight
 007,2024-01-01T00:00:10Z,a1,true,video,3.5,high,100,1
@@ -190,6 +191,12 @@ def test_a_parquet_true_false_column_without_values_stays_true_false(tmp_path: P
 
     assert clean["cached"].dtype == "boolean" and clean["cached"].isna().all()
     assert clean["unknown"].isna().all()
+
+
+def test_the_float_columns_are_those_validation_makes_float() -> None:
+    clean = validate_history(pd.DataFrame({"task_type": ["a"], **{c: ["2"] for c in FLOAT_COLUMNS}})).frame
+    assert set(FLOAT_COLUMNS) == {*TIME_COLUMNS, "duration_s", *NUMERIC_RESERVED, *AGENT_STATE_FEATURES}
+    assert all(clean[column].dtype == "float64" for column in FLOAT_COLUMNS)
 
 
 @pytest.mark.parametrize("column", ["agent_ewma_s", "predicted_p50_s", "tokens"])
