@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,15 @@ class Clock:
 
 
 def record_dispatches(
-    tmp_path: Path, suffix: str, task_types: Sequence[str] = TASK_TYPES, agent_ids: Sequence[str] = ()
+    tmp_path: Path,
+    suffix: str,
+    task_types: Sequence[str] = TASK_TYPES,
+    agent_ids: Sequence[str] = (),
+    cached_on_some: bool = False,
 ) -> tuple[pd.DataFrame, Served]:
     """120 dispatches on four agents: the validated history read back from a `suffix` file and,
-    per task id, the task, the snapshot serving scored it on and the chosen agent."""
+    per task id, the task, the snapshot serving scored it on and the chosen agent. With
+    `cached_on_some`, two tasks in three have a true/false attribute `cached`."""
     clock = Clock()
     store = Store.open(f"sqlite:///{tmp_path / 'agentlb.db'}")
     tracker = AgentLoadTracker(clock)
@@ -58,6 +64,8 @@ def record_dispatches(
             },
             task_id=f"task-{i}",
         )
+        if cached_on_some and i % 3:
+            task = replace(task, requirements={**task.requirements, "cached": i % 2 == 0})
         snapshot = tracker.snapshot()
         result = balancer.select(task, rng.choice(["hybrid", "least_connection", "predictive"]))
         store.record_dispatch(result)

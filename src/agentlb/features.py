@@ -193,7 +193,8 @@ class FeatureSpec:
     @staticmethod
     def attribute_kinds(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
         """The task attributes of a history frame (or of its empty schema) by kind: numeric and
-        boolean columns are numeric features, every other one is categorical."""
+        boolean columns are numeric features (true 1, false 0; a nullable boolean's missing value
+        NaN, as a task without the attribute is served), every other one is categorical."""
         import pandas as pd
 
         numeric: list[str] = []

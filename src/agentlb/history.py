@@ -70,7 +70,7 @@ def read_history(path: str | Path) -> pd.DataFrame:
             # Identifiers stay text: "007" must not become the integer 7.
             frame = pd.read_csv(path, dtype={c: "string" for c in ("task_id", "agent_id", "task_type")})
         elif suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
+            frame = _bools_stay_bools(pd.read_parquet(path), path)
         else:
             raise HistoryValidationError(
                 f"history file must end in .csv or .parquet, got {path.name!r}"
@@ -83,6 +83,27 @@ def read_history(path: str | Path) -> pd.DataFrame:
         raise HistoryValidationError(f"cannot read history file {path}: {exc}") from exc
     if len(frame.columns) == 0 or len(frame) == 0:
         raise HistoryValidationError(f"history file has no data rows: {path}")
+    return frame
+
+
+def _bools_stay_bools(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A Parquet true/false attribute with no value in a file reads as objects (all None), which
+    say nothing of its type: it is read as the nullable boolean its Arrow type is, the dtype
+    `validate_history` gives one with some values missing."""
+    empty: list[tuple[int, str]] = []
+    for i, (name, dtype) in enumerate(frame.dtypes.items()):
+        attribute = isinstance(name, str) and dtype == np.dtype(object) and bool(attribute_columns([name]))
+        if attribute and bool(frame.iloc[:, i].isna().all()):
+            empty.append((i, str(name)))
+    if not empty:
+        return frame
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    for i, name in empty:
+        if schema.get_field_index(name) >= 0 and pa.types.is_boolean(schema.field(name).type):
+            frame.isetitem(i, frame.iloc[:, i].astype("boolean"))
     return frame
 
 
@@ -203,6 +224,8 @@ def _check_columns(frame: pd.DataFrame) -> None:
                 f"attribute column {column!r} has an unsupported value type "
                 f"{type(series.iloc[first]).__name__} at row {first + 1}; attributes are numbers or text"
             )
+        if series.dtype == object and _object_attribute_ok(series, column):
+            continue
         raise HistoryValidationError(
             f"attribute column {column!r} has unsupported type {series.dtype}; attributes are numbers or text"
         )
@@ -213,7 +236,8 @@ def validate_history(frame: pd.DataFrame, *, skip_bad_rows: bool = False) -> Val
 
     Clean means: text identifiers as str, `arrival_time`/`finished_at` as float epoch seconds,
     `success` as bool (every row a success when the column is absent), `agent_*` and predictions
-    as float (NaN = unknown), sorted by `arrival_time` when present. Durations must be finite;
+    as float (NaN = unknown), a true/false attribute some rows lack as pandas' nullable boolean
+    (NA = unknown), sorted by `arrival_time` when present. Durations must be finite;
     > 0 for a successful task, >= 0 for a failed one. A bad row raises HistoryValidationError
     naming its row and field, or is skipped and listed in `rejected` with `skip_bad_rows`.
     """
@@ -263,21 +287,48 @@ def validate_history(frame: pd.DataFrame, *, skip_bad_rows: bool = False) -> Val
         if column in columns:
             clean[column] = clean[column].astype("float64")
     for column in attribute_columns(columns):
-        if _keeps_dtype(frame[column]):
-            clean[column] = clean[column].astype(frame[column].dtype)
+        dtype = _attribute_dtype(frame[column])
+        if dtype is not None:
+            clean[column] = clean[column].astype(dtype)
     if "arrival_time" in columns:
         clean = clean.sort_values("arrival_time", kind="stable")
     numbers = [int(n) for n in clean.pop("__row__")]
     return ValidatedHistory(clean.reset_index(drop=True), rejected, numbers)
 
 
-def _keeps_dtype(series: pd.Series) -> bool:
-    """Numeric and bool attribute columns keep their dtype (NaN-free ones only, for ints/bools)."""
-    if pd.api.types.is_float_dtype(series):
+def _object_attribute_ok(series: pd.Series, column: str) -> bool:
+    """Whether an object-typed attribute column is accepted: true/false values only, some missing
+    (as pandas reads a true/false column with gaps from CSV or Parquet), or no value at all (a
+    Parquet file's column of nulls, such as a day on which no task had the attribute). One mixing
+    true/false with other values is refused, naming the row of its first other value."""
+    if pd.api.types.infer_dtype(series, skipna=True) in ("boolean", "empty"):
         return True
+    flags = series.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+    if not flags.any():
+        return False
+    other = np.flatnonzero(~flags & series.notna().to_numpy(dtype=bool))
+    first = int(other[0])
+    raise HistoryValidationError(
+        f"attribute column {column!r} mixes true/false with other values: row {first + 1} holds "
+        f"{series.iloc[first]!r}; a true/false attribute holds true, false or nothing"
+    )
+
+
+def _attribute_dtype(series: pd.Series) -> Any:
+    """The dtype an attribute column keeps in the clean frame (None: the one its cleaned values
+    give). Numeric and bool columns keep theirs (NaN-free ones only, for ints/bools); a true/false
+    column with missing values (bool, nullable boolean or objects) becomes pandas' nullable
+    boolean, and one of objects without, bool: features encode either as the bool column it is
+    (missing = NaN), not as a category."""
+    if pd.api.types.is_float_dtype(series):
+        return series.dtype
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_integer_dtype(series):
-        return not bool(series.isna().any())
-    return False
+        if not bool(series.isna().any()):
+            return series.dtype
+        return pd.BooleanDtype() if pd.api.types.is_bool_dtype(series) else None
+    if series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) == "boolean":
+        return pd.BooleanDtype() if bool(series.isna().any()) else np.dtype(bool)
+    return None
 
 
 @dataclass(frozen=True)

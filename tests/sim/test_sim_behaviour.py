@@ -69,6 +69,14 @@ def test_trace_replay_reproduces_arrival_times(tmp_path: Path, two_agents: list[
     assert dispatched == {"a": 0.0, "b": 0.75, "c": 2.0, "d": 5.0}
 
 
+def test_trace_replay_of_a_true_false_attribute_some_tasks_lack(tmp_path: Path) -> None:
+    (tmp_path / "trace.csv").write_text(
+        "arrival_time,task_type,duration_s,cached\n0,work,1.0,true\n1,work,2.0,\n2,work,0.5,false\n"
+    )
+    tasks = tasks_from_trace(read_trace(tmp_path / "trace.csv"), noise_sigma=0.0)
+    assert [t.attributes for t in tasks] == [{"cached": True}, {"cached": None}, {"cached": False}]
+
+
 def test_joining_and_leaving_agents_get_work_only_while_present() -> None:
     fleet = fleet_from_dicts(
         [

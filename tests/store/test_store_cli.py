@@ -94,6 +94,41 @@ def test_history_import_export_and_prune(url: str, tmp_path: Path) -> None:
     store.close()
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_history_import_of_a_true_false_attribute_some_rows_lack(
+    url: str, tmp_path: Path, suffix: str
+) -> None:
+    import pandas as pd
+
+    from agentlb.history import validate_history
+
+    cached = [True, None, False, None, True, False]
+    frame = pd.DataFrame(
+        {
+            "task_id": [f"t{i}" for i in range(6)],
+            "arrival_time": [1_700_000_000.0 + 60 * i for i in range(6)],
+            "agent_id": "a1",
+            "task_type": "text",
+            "duration_s": [1.0 + i for i in range(6)],
+            "cached": pd.Series(cached, dtype=object),
+        }
+    )
+    history = tmp_path / f"in{suffix}"
+    frame.to_csv(history, index=False) if suffix == ".csv" else frame.to_parquet(history, index=False)
+
+    code, output = invoke("history", "import", str(history), "--url", url)
+
+    assert code == 0, output
+    assert "imported 6 rows" in output
+    store = Store.open(url)
+    try:
+        clean = validate_history(store.history_frame()).frame
+    finally:
+        store.close()
+    assert clean["cached"].dtype == "boolean"
+    assert clean["cached"].tolist() == [pd.NA if v is None else v for v in cached]
+
+
 def test_history_import_of_a_missing_file_fails_clearly(url: str, tmp_path: Path) -> None:
     code, output = invoke("history", "import", str(tmp_path / "nope.csv"), "--url", url)
     assert code == 1

@@ -5,11 +5,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from agentlb.errors import HistoryValidationError
-from agentlb.history import read_history, validate_history
+from agentlb.features import AGENT_STATE_FEATURES, FeatureSpec
+from agentlb.history import NUMERIC_RESERVED, TIME_COLUMNS, read_history, validate_history
+from agentlb.store.history_reader import FLOAT_COLUMNS
 
 GOOD_CSV = """task_id,arrival_time,agent_id,success,task_type,duration_s,complexity,tokens,agent_in_flight
 007,2024-01-01T00:00:10Z,a1,true,video,3.5,high,100,1
@@ -124,6 +129,74 @@ def test_attribute_of_unsupported_type_is_refused(tmp_path: Path) -> None:
     frame.to_parquet(path)
     with pytest.raises(HistoryValidationError, match="attribute column 'tags'"):
         validate_history(read_history(path))
+
+
+TRUE_FALSE_CSV = """task_id,arrival_time,task_type,duration_s,cached
+t1,1,text,1.0,true
+t2,2,text,2.0,
+t3,3,text,3.0,False
+t4,4,text,4.0,
+"""
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_true_false_attribute_some_rows_lack_is_a_bool_feature(tmp_path: Path, suffix: str) -> None:
+    path = write(tmp_path, TRUE_FALSE_CSV)
+    if suffix == ".parquet":
+        raw = read_history(path)
+        assert raw["cached"].dtype == object  # True, False and missing: what pandas reads
+        path = tmp_path / "history.parquet"
+        raw.to_parquet(path, index=False)
+
+    clean = validate_history(read_history(path)).frame
+
+    assert clean["cached"].dtype == "boolean"
+    assert clean["cached"].tolist() == [True, pd.NA, False, pd.NA]
+    spec = FeatureSpec.from_frame(clean)
+    assert spec.numeric_attributes == ["cached"] and spec.categorical_attributes == []
+    encoded = spec.encode_frame(clean)[:, spec.feature_names.index("cached")]
+    np.testing.assert_array_equal(encoded, [1.0, np.nan, 0.0, np.nan])
+
+
+@pytest.mark.parametrize(
+    ("values", "row"),
+    [([True, 3, None], "row 2 holds 3"), ([None, False, "yes"], "row 3 holds 'yes'"), ([1.5, True], "row 1")],
+)
+def test_true_false_mixed_with_other_values_is_refused(values: list[object], row: str) -> None:
+    frame = pd.DataFrame(
+        {
+            "task_type": ["a"] * len(values),
+            "duration_s": [1.0] * len(values),
+            "cached": pd.Series(values, dtype=object),
+        }
+    )
+    with pytest.raises(HistoryValidationError, match=f"attribute column 'cached' mixes true/false.*{row}"):
+        validate_history(frame)
+
+
+def test_a_parquet_true_false_column_without_values_stays_true_false(tmp_path: Path) -> None:
+    """A file of a dataset whose day had no value in a true/false attribute, written by Arrow."""
+    path = tmp_path / "day.parquet"
+    table = pa.table(
+        {
+            "task_type": ["a", "b"],
+            "duration_s": [1.0, 2.0],
+            "cached": pa.array([None, None], type=pa.bool_()),
+            "unknown": pa.nulls(2),
+        }
+    )
+    pq.write_table(table, path)
+
+    clean = validate_history(read_history(path)).frame
+
+    assert clean["cached"].dtype == "boolean" and clean["cached"].isna().all()
+    assert clean["unknown"].isna().all()
+
+
+def test_the_float_columns_are_those_validation_makes_float() -> None:
+    clean = validate_history(pd.DataFrame({"task_type": ["a"], **{c: ["2"] for c in FLOAT_COLUMNS}})).frame
+    assert set(FLOAT_COLUMNS) == {*TIME_COLUMNS, "duration_s", *NUMERIC_RESERVED, *AGENT_STATE_FEATURES}
+    assert all(clean[column].dtype == "float64" for column in FLOAT_COLUMNS)
 
 
 @pytest.mark.parametrize("column", ["agent_ewma_s", "predicted_p50_s", "tokens"])

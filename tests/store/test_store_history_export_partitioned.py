@@ -121,6 +121,13 @@ def test_a_true_false_attribute_some_days_lack_has_one_type(
     schema = _one_schema(target, len(store.history_frame()))
     assert schema.field("urgent").type == pa.bool_()
     assert pd.read_parquet(target)["urgent"].count() == 20
+    expected = validate_history(store.history_frame()).frame
+    assert expected["urgent"].dtype == "boolean" and expected["urgent"].count() == 20
+    frame = read_partitioned_history(target)
+    assert frame.npartitions == 3
+    pd.testing.assert_frame_equal(frame.compute(scheduler="sync").reset_index(drop=True), expected)
+    from_store = read_partitioned_history(db_url=db_url).compute(scheduler="sync")
+    pd.testing.assert_frame_equal(from_store.reset_index(drop=True), expected)
 
 
 def test_an_attribute_of_two_kinds_is_refused_before_anything_is_written(

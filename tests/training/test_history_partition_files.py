@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from agentlb.errors import HistoryValidationError
+from agentlb.features import FeatureSpec
 from agentlb.history import read_history, validate_history
 from agentlb.training.distributed.source import history_partitions, read_partitioned_history
 from agentlb.training.synthetic import synthetic_history
@@ -78,6 +79,26 @@ def test_files_with_different_attributes_share_one_schema(tmp_path: Path) -> Non
     assert got["region"].dtype == "str"
     whole = validate_history(pd.concat([pd.read_parquet(p) for p in sorted(root.rglob("*.parquet"))])).frame
     pd.testing.assert_frame_equal(got, whole, check_like=True)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_a_true_false_attribute_some_rows_lack_reads_as_a_whole_read(tmp_path: Path, suffix: str) -> None:
+    frame = _history()
+    days = pd.to_datetime(frame["arrival_time"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
+    cached = pd.Series([i % 3 == 0 for i in range(len(frame))], dtype=object)
+    frame["cached"] = cached.where((days != days.min()) & (frame.index % 5 != 0), None)  # no value day 1
+    path = tmp_path / f"history{suffix}"
+    frame.to_parquet(path, index=False) if suffix == ".parquet" else frame.to_csv(path, index=False)
+    root = _dataset(tmp_path / "ds", frame)
+
+    whole = validate_history(read_history(path)).frame
+
+    assert whole["cached"].dtype == "boolean" and whole["cached"].count() == frame["cached"].count()
+    pd.testing.assert_frame_equal(_computed(path), whole)
+    pd.testing.assert_frame_equal(_computed(root), validate_history(frame).frame)
+    kinds = FeatureSpec.attribute_kinds(whole)
+    assert "cached" in kinds[0]  # a numeric (bool) feature, on a cluster as in one process:
+    assert FeatureSpec.attribute_kinds(history_partitions(root).meta) == kinds
 
 
 def test_out_of_order_partitions_are_refused(tmp_path: Path) -> None:

@@ -69,6 +69,24 @@ def test_bad_history_fails_with_the_row_number(home: Path, history_csv: Path, tm
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_train_on_a_true_false_attribute_some_rows_lack(
+    home: Path, history: pd.DataFrame, config_file: Path, tmp_path: Path, suffix: str
+) -> None:
+    frame = history.copy()
+    cached = (frame["complexity"] == "high").astype(object)
+    frame["cached"] = cached.where(frame.index % 4 != 0, None)
+    path = tmp_path / f"history{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path, index=False)
+
+    done = CliRunner().invoke(app, ["train", "--history", str(path), "--config", str(config_file), "--json"])
+
+    assert done.exit_code == 0, done.stderr[-3000:]
+    bundle = json.loads((Path(json.loads(done.stdout)["bundle_path"]) / "bundle.json").read_text())
+    assert "cached" in bundle["feature_spec"]["numeric_attributes"]
+    assert "cached" not in bundle["feature_spec"]["categorical_attributes"]
+
+
 def test_predict_without_a_model_says_to_train(home: Path, history_csv: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["predict", "--history", str(history_csv), "--out", str(tmp_path / "p.csv")]

@@ -147,7 +147,8 @@ def tasks_from_trace(
         ids = None  # duplicated ids in the file: number the tasks instead
     types = rows["task_type"].astype(str).tolist()
     sizes = rows["duration_s"].astype("float64").tolist()
-    columns = {c: rows[c].tolist() for c in attributes}
+    # A true/false attribute some rows lack is pandas' nullable boolean: its missing value is NA.
+    columns = {c: rows[c].astype(object).where(rows[c].notna(), None).tolist() for c in attributes}
     tasks = []
     for i in range(len(rows)):
         size = sizes[i]

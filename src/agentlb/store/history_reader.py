@@ -35,6 +35,8 @@ from sqlalchemy import (
 from agentlb.features import AGENT_STATE_FEATURES, RESERVED_COLUMN_ORDER, attribute_columns
 from agentlb.store.models import DispatchModel, OutcomeModel
 
+# Contract columns that are float64 (NaN = unknown) in every history frame: the store's, a
+# validated one and each partition of a partitioned read.
 FLOAT_COLUMNS: tuple[str, ...] = (
     "arrival_time",
     "duration_s",

@@ -24,14 +24,12 @@ import pandas as pd
 from agentlb.errors import HistoryValidationError
 from agentlb.features import AGENT_STATE_FEATURES, RESERVED_COLUMN_ORDER, attribute_columns
 from agentlb.history import (
-    NUMERIC_RESERVED,
     TEXT_COLUMNS,
-    TIME_COLUMNS,
     NoValidRowsError,
     read_history,
     validate_history,
 )
-from agentlb.store.history_reader import ColumnProfile
+from agentlb.store.history_reader import FLOAT_COLUMNS, ColumnProfile
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -40,7 +38,6 @@ if TYPE_CHECKING:
 DAY_S = 86400.0
 _DAY_DIR = re.compile(r"^day=(\d{4}-\d{2}-\d{2})$")
 _PART_FILE = re.compile(r"^part-(\d+)\.parquet$")
-_FLOAT_COLUMNS = frozenset({*TIME_COLUMNS, "duration_s", *NUMERIC_RESERVED, *AGENT_STATE_FEATURES})
 
 
 @dataclass(frozen=True)
@@ -241,7 +238,7 @@ def is_attribute(column: str) -> bool:
 
 def canonical_dtype(column: str, profile: ColumnProfile) -> Any:
     """The dtype `validate_history` gives `column` for a whole history holding `profile`."""
-    if column in _FLOAT_COLUMNS:
+    if column in FLOAT_COLUMNS:
         return np.dtype("float64")
     if column == "success":
         return np.dtype("bool")
@@ -254,6 +251,8 @@ def canonical_dtype(column: str, profile: ColumnProfile) -> Any:
         return np.dtype("int64")
     if kind == "bool" and not nulls:
         return np.dtype("bool")
+    if kind == "bool" and is_attribute(column):
+        return pd.BooleanDtype()
     if kind == "text":
         return pd.StringDtype(na_value=np.nan)
     return np.dtype("object")
