@@ -33,6 +33,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic_core import to_json
 
 from agentlb.domain import AgentState, SelectionResult
+from agentlb.regimes import Regime
 
 SERVICE_NAME = "agentlb"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -283,6 +284,14 @@ class StateMetrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.slowdown = Gauge(
+            "load_balancer_agent_slowdown_factor",
+            "The factor on a trained model's predictions for an agent in a detected slow-down "
+            "(AGENTLB_REGIME_DETECTION); 1 while it runs as the model predicts.",
+            ("agent",),
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.model_info = Gauge(
             "load_balancer_model_info",
             "1 for the predictor serving now (model_version, source).",
@@ -330,8 +339,15 @@ class StateMetrics:
         self._agents: set[str] = set()
         self._model: tuple[str, str] | None = None
 
-    def refresh(self, agents: Iterable[AgentState], now: float, state: ServiceState) -> None:
+    def refresh(
+        self,
+        agents: Iterable[AgentState],
+        now: float,
+        state: ServiceState,
+        regimes: Mapping[str, Regime] | None = None,
+    ) -> None:
         """Set the state gauges from live state; agents and models that are gone are dropped."""
+        regimes = regimes or {}
         for status in HEALTH_STATUSES:
             self.health_status.labels(status).set(1.0 if status == state.health_status else 0.0)
         seen: set[str] = set()
@@ -341,13 +357,15 @@ class StateMetrics:
             seen.add(agent_id)
             self.in_flight.labels(agent_id).set(agent_state.active_tasks)
             self.capacity.labels(agent_id).set(agent_state.agent.max_concurrency)
+            regime = regimes.get(agent_id)
+            self.slowdown.labels(agent_id).set(1.0 if regime is None else regime.factor(now))
             if agent_state.agent.enabled:
                 loads.append(agent_state.load_score)
                 self.ejected.labels(agent_id).set(1.0 if agent_state.is_ejected(now) else 0.0)
             else:
                 _remove(self.ejected, agent_id)
         for gone in self._agents - seen:
-            for gauge in (self.in_flight, self.capacity, self.ejected):
+            for gauge in (self.in_flight, self.capacity, self.ejected, self.slowdown):
                 _remove(gauge, gone)
         self._agents = seen
         variance = statistics.pvariance(loads) if loads else 0.0

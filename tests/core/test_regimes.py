@@ -183,3 +183,24 @@ def test_the_end_of_a_regime_restores_the_duration_ewmas(clock: FakeClock) -> No
     # the EWMAs are those from before the regime, moved by the one usual run that ended it
     assert snapshot.agents[0].ewma_duration_by_type["t"] == pytest.approx(usual)
     assert snapshot.fleet_ewma_by_type["t"] == pytest.approx(fleet_before)
+
+
+def test_the_slowdown_gauge_shows_each_agents_factor(clock: FakeClock) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from agentlb.observability import ServiceState, StateMetrics
+
+    tracker = _slow_agent_tracker(clock)
+    snapshot = tracker.snapshot()
+    registry = CollectorRegistry()
+    metrics = StateMetrics(registry)
+    state = ServiceState("healthy", "v1", "test", False, None, 0.25)
+    metrics.refresh(snapshot.agents, snapshot.now, state, snapshot.regimes)
+    factor = registry.get_sample_value("load_balancer_agent_slowdown_factor", {"agent": "a"})
+    assert factor == pytest.approx(snapshot.regimes["a"].factor(snapshot.now))
+    assert factor is not None and factor > 2.5
+    assert registry.get_sample_value("load_balancer_agent_slowdown_factor", {"agent": "b"}) == 1.0
+    tracker.remove("a")
+    after = tracker.snapshot()
+    metrics.refresh(after.agents, after.now, state, after.regimes)
+    assert registry.get_sample_value("load_balancer_agent_slowdown_factor", {"agent": "a"}) is None

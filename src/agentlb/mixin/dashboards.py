@@ -316,6 +316,13 @@ SYSTEM_HEALTH = (
         ),
         PanelSpec(
             "timeseries",
+            "Slow-down regimes",
+            "Agents running slower than the model predicts, by the factor on their predictions "
+            "(detected from their outcomes; 1 = as predicted).",
+            (_q("max by (agent) (load_balancer_agent_slowdown_factor) > 1", "{{agent}}"),),
+        ),
+        PanelSpec(
+            "timeseries",
             "Store write failures",
             "Failed database writes per second by operation (AgentLBStoreWriteFailures).",
             (

@@ -55,7 +55,7 @@ def metrics(service: ServiceDep) -> Response:
     """Prometheus exposition (served from a route: a mounted app would answer 307)."""
     snapshot = service.tracker.snapshot()
     service.metrics.refresh_load_scores(snapshot.agents)
-    service.metrics.state.refresh(snapshot.agents, snapshot.now, service_state(service))
+    service.metrics.state.refresh(snapshot.agents, snapshot.now, service_state(service), snapshot.regimes)
     return Response(service.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
 
