@@ -317,9 +317,9 @@ SYSTEM_HEALTH = (
         PanelSpec(
             "timeseries",
             "Slow-down regimes",
-            "Agents running slower than the model predicts, by the factor on their predictions "
-            "(detected from their outcomes; 1 = as predicted).",
-            (_q("max by (agent) (load_balancer_agent_slowdown_factor) > 1", "{{agent}}"),),
+            "The factor on each agent's predictions: above 1 while it runs slower than the model "
+            "predicts (a slow-down detected from its outcomes), 1 when it runs as predicted.",
+            (_q("max by (agent) (load_balancer_agent_slowdown_factor)", "{{agent}}"),),
         ),
         PanelSpec(
             "timeseries",
