@@ -113,8 +113,7 @@ class RegimeDetector:
     def _test(self, excess: float, started_at: float, config: RegimeConfig) -> bool:
         self.cum += min(excess - config.delta, config.max_step)
         if self.cum <= 0.0:
-            self.cum = 0.0
-            self.window_sum, self.samples, self.window_latest = 0.0, 0, -math.inf
+            self._reset_test()
             return False
         if excess > config.delta:  # the level: the mean of the residuals that pushed the test up
             self.window_sum += excess

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentlb.errors import SettingsError
+from agentlb.regimes import RegimeConfig
 
 # The product spec's hybrid weights.
 SPEC_HYBRID_WEIGHTS: dict[str, float] = {
@@ -89,12 +90,12 @@ class Settings(BaseSettings):
     ewma_alpha: float = Field(default=0.2, gt=0, le=1)
     peak_ewma_decay_s: float = Field(default=10.0, gt=0)
     regime_detection: bool = Field(
-        default=True,
+        default=RegimeConfig.enabled,
         description="Detect agents running slower than the model predicts (Page-Hinkley on each "
         "agent's log residuals) and scale the model's predictions for them while it lasts.",
     )
     regime_memory_s: float = Field(
-        default=15.0,
+        default=RegimeConfig.memory_s,
         gt=0,
         description="How long a detected slow-down's evidence speaks: the factor fades towards 1 "
         "with this time constant from the start of the latest work that showed it.",

@@ -167,7 +167,7 @@ class AgentLoadTracker:
                 self._overall_count -= 1
             del self._agents[agent_id]
             if agent_id in self._regimes:
-                self._regimes = MappingProxyType({k: v for k, v in self._regimes.items() if k != agent_id})
+                self._republish_regimes()
             self._fleet_cache = None
             self._rebuild_all()
 
@@ -554,32 +554,31 @@ class AgentLoadTracker:
         if not (config.enabled and outcome.success and predicted and outcome.duration_s > 0):
             return
         residual = math.log(outcome.duration_s * factor / predicted)
-        if record.regime.level <= 0.0 and record.regime.cum <= 0.0:
-            # no evidence of a change is building up: the EWMAs a regime would restore
+        detector = record.regime
+        quiet = detector.level <= 0.0 and detector.cum <= 0.0
+        changed = detector.observe(residual, entry.task_type, now - outcome.duration_s, config)
+        if quiet and (detector.cum > 0.0 or detector.level > 0.0):
+            # the first evidence of a change, not yet in the EWMAs (`_observe` runs next): they
+            # are what a regime's end restores
             record.pre_regime = (record.ewma_s, dict(record.ewma_by_type), dict(record.var_by_type))
-        if record.regime.observe(residual, entry.task_type, now - outcome.duration_s, config):
+        if changed:
             self._publish_regime(record)
 
     def _republish_regimes(self) -> None:
-        """The snapshot's regimes rebuilt from every agent's detector (after a state import)."""
+        """The snapshot's regimes, derived from every agent's detector; a new mapping each time,
+        so snapshots already handed out keep theirs."""
         config = self.config.regimes
         regimes = {r.agent.id: regime for r in self._agents.values() if (regime := r.regime.regime(config))}
         self._regimes = MappingProxyType(regimes)
 
     def _publish_regime(self, record: _AgentRecord) -> None:
-        """Copy-on-write update of the snapshot's regimes (handed-out snapshots keep theirs).
-        A regime's end restores the agent's duration EWMAs to what they were before its evidence
-        began, so the slowed work's durations stop speaking for an agent that runs as usual again."""
-        regimes = dict(self._regimes)
-        regime = record.regime.regime(self.config.regimes)
-        was_in = record.agent.id in regimes
-        if regime is None:
-            regimes.pop(record.agent.id, None)
-            if was_in and self.config.regimes.restore_ewmas:
-                self._restore_ewmas(record)
-        else:
-            regimes[record.agent.id] = regime
-        self._regimes = MappingProxyType(regimes)
+        """After the agent's regime changed. Its end restores the agent's duration EWMAs to what
+        they were before its evidence began, so the slowed work's durations stop speaking for an
+        agent that runs as usual again."""
+        ended = record.agent.id in self._regimes and record.regime.level <= 0.0
+        if ended and self.config.regimes.restore_ewmas:
+            self._restore_ewmas(record)
+        self._republish_regimes()
 
     def _restore_ewmas(self, record: _AgentRecord) -> None:
         saved, record.pre_regime = record.pre_regime, None

@@ -92,7 +92,7 @@ def _record_document(r: _AgentRecord) -> dict[str, Any]:
         "times_ejected": r.times_ejected,
         "regime": r.regime.to_document(),
         "dispatch_factor": dict(r.dispatch_factor),
-        "pre_regime": None if r.pre_regime is None else [r.pre_regime[0], r.pre_regime[1], r.pre_regime[2]],
+        "pre_regime": None if r.pre_regime is None else list(r.pre_regime),
     }
 
 
